@@ -1,0 +1,54 @@
+"""The gateway app: health, readiness, and the 4004 answer for WebSocket paths no route matches.
+
+Routed WebSocket paths never reach this app: ``GatewayWebSocketProtocol`` (splice.py) takes them at the
+transport level. The app's lifespan builds the ``Proxy`` and hands it to that protocol as lifespan state.
+"""
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI, WebSocket
+from realtime.app import create_service_app
+from realtime.close_codes import CloseCode
+
+from gateway.proxy import Proxy
+from gateway.settings import GatewaySettings
+
+
+def create_app(settings: GatewaySettings | None = None) -> FastAPI:
+    settings = settings or GatewaySettings()
+    proxy = Proxy(settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, object]]:
+        probe = asyncio.create_task(proxy.probe_forever(), name="upstream-probe")
+        try:
+            yield {"proxy": proxy}  # uvicorn passes lifespan state to the WebSocket protocol
+        finally:
+            probe.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await probe
+
+    app = create_service_app(settings, lifespan=lifespan, ready_needs_bus=False)
+    app.state.proxy = proxy
+    app.state.readiness["upstreams"] = lambda: proxy.ready
+
+    @app.get("/upstreams", include_in_schema=False)
+    async def upstreams() -> dict[str, object]:
+        """Which replicas each route has and which answer their health check."""
+        return {
+            name: {
+                "replicas": [f"{h}:{p}" for h, p in pool.addresses or pool.targets],
+                "reachable": sorted(f"{h}:{p}" for h, p in pool.reachable),
+            }
+            for name, pool in proxy.pools.items()
+        } | {"connections": proxy.connections}
+
+    @app.websocket("/{path:path}")
+    async def unknown_path(websocket: WebSocket, path: str) -> None:
+        # Accept first: a close before accept becomes HTTP 403 and the client never sees the code.
+        await websocket.accept()
+        await websocket.close(code=CloseCode.NOT_FOUND, reason="no such path")
+
+    return app

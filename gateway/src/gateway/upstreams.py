@@ -1,0 +1,108 @@
+"""Upstream replicas: name resolution, round-robin order, and a background reachability probe."""
+
+import asyncio
+import contextlib
+import ipaddress
+import itertools
+import logging
+import socket
+
+logger = logging.getLogger(__name__)
+
+Address = tuple[str, int]
+
+
+def parse_target(target: str) -> tuple[str, int]:
+    """``host:port`` (or ``[v6]:port``) -> (host, port)."""
+    host, sep, port = target.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError(f"upstream {target!r} must be host:port")
+    return host.strip("[]"), int(port)
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+class UpstreamPool:
+    """The replicas behind one upstream name.
+
+    A target that is a DNS name may stand for several replicas (compose gives one address per replica),
+    so targets are resolved on every probe. Connections rotate over the replicas, reachable ones first;
+    one that refuses is skipped by the caller, which simply tries the next.
+    """
+
+    def __init__(self, name: str, targets: list[str]) -> None:
+        if not targets:
+            raise ValueError(f"upstream {name!r} has no replicas")
+        self.name = name
+        self.targets = [parse_target(t) for t in targets]
+        self.addresses: list[Address] = [(h, p) for h, p in self.targets if _is_ip(h)]
+        self.reachable: set[Address] = set()
+        self._turn = itertools.count()
+
+    def candidates(self) -> list[Address]:
+        """Every known replica, once, in the order to try them for the next connection."""
+        addresses = self.addresses or self.targets
+        start = next(self._turn) % len(addresses)
+        rotated = addresses[start:] + addresses[:start]
+        return [a for a in rotated if a in self.reachable] + [a for a in rotated if a not in self.reachable]
+
+    def mark(self, address: Address, reachable: bool) -> None:
+        if reachable:
+            self.reachable.add(address)
+        else:
+            self.reachable.discard(address)
+
+    async def resolve(self) -> None:
+        loop = asyncio.get_running_loop()
+        found: list[Address] = []
+        for host, port in self.targets:
+            if _is_ip(host):
+                found.append((host, port))
+                continue
+            try:
+                infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+            except OSError as exc:
+                logger.warning("upstream %s: cannot resolve %s (%s)", self.name, host, exc)
+                continue
+            found.extend(dict.fromkeys((info[4][0], port) for info in infos))
+        self.addresses = found
+        self.reachable &= set(found)
+
+    async def probe(self, deadline: float) -> None:
+        """Mark each replica reachable when its /healthz answers 200."""
+        await self.resolve()
+        results = await asyncio.gather(*(_healthz_ok(a, deadline) for a in self.addresses))
+        for address, ok in zip(self.addresses, results, strict=True):
+            if ok and address not in self.reachable:
+                logger.info("upstream %s: %s:%d is reachable", self.name, *address)
+            elif not ok and address in self.reachable:
+                logger.warning("upstream %s: %s:%d stopped answering", self.name, *address)
+            self.mark(address, ok)
+
+    @property
+    def any_reachable(self) -> bool:
+        return bool(self.reachable)
+
+
+async def _healthz_ok(address: Address, deadline: float) -> bool:
+    host, port = address
+    writer = None
+    try:
+        async with asyncio.timeout(deadline):
+            reader, writer = await asyncio.open_connection(host, port)
+            writer.write(f"GET /healthz HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+            status_line = await reader.readline()
+            return status_line.split(b" ", 2)[1:2] == [b"200"]
+    except (OSError, TimeoutError, IndexError):
+        return False
+    finally:
+        if writer is not None:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()

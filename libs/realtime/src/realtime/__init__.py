@@ -1,0 +1,1 @@
+"""What every service of the platform shares, and nothing more."""

@@ -1,0 +1,101 @@
+"""The bus interface every backend implements, and the subscription both hand out."""
+
+import asyncio
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+logger = logging.getLogger(__name__)
+
+
+class BusUnavailable(RuntimeError):
+    """Publishing is impossible right now (never connected, or closed)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    subject: str
+    payload: bytes
+
+
+def subject_matches(pattern: str, subject: str) -> bool:
+    """NATS subject matching: ``*`` is one token, a final ``>`` is one or more tokens."""
+    p_tokens, s_tokens = pattern.split("."), subject.split(".")
+    for i, token in enumerate(p_tokens):
+        if token == ">":
+            return len(s_tokens) > i
+        if i >= len(s_tokens) or (token != "*" and token != s_tokens[i]):
+            return False
+    return len(p_tokens) == len(s_tokens)
+
+
+class Subscription:
+    """An async iterator of messages with a bounded queue: a stalled reader drops, never grows."""
+
+    def __init__(self, subject: str, max_pending: int) -> None:
+        self.subject = subject
+        self.dropped = 0
+        self._queue: asyncio.Queue[Message] = asyncio.Queue(max_pending)
+
+    def deliver(self, message: Message) -> None:
+        try:
+            self._queue.put_nowait(message)
+        except asyncio.QueueFull:
+            self.dropped += 1
+            if self.dropped == 1 or self.dropped % 1000 == 0:
+                logger.warning("subscription %s is not keeping up: %d dropped", self.subject, self.dropped)
+
+    def __aiter__(self) -> "Subscription":
+        return self
+
+    async def __anext__(self) -> Message:
+        return await self._queue.get()
+
+
+class Bus(ABC):
+    """publish(subject, payload); ``async with bus.subscribe(subject) as sub: async for msg in sub``."""
+
+    def __init__(self) -> None:
+        self._ready_listeners: list[Callable[[bool], None]] = []
+
+    @property
+    @abstractmethod
+    def ready(self) -> bool:
+        """True while publishing and receiving work."""
+
+    @abstractmethod
+    async def connect(self) -> None:
+        """Start connecting; returns without waiting for a server that is not there yet."""
+
+    @abstractmethod
+    async def disconnect(self) -> None:
+        """Deliver what is in flight, then close."""
+
+    @abstractmethod
+    async def publish(self, subject: str, payload: bytes) -> None: ...
+
+    @abstractmethod
+    async def _add(self, subscription: Subscription) -> None: ...
+
+    @abstractmethod
+    async def _remove(self, subscription: Subscription) -> None: ...
+
+    def on_ready_change(self, listener: Callable[[bool], None]) -> None:
+        """Call ``listener(ready)`` whenever readiness flips (lost or regained the server)."""
+        self._ready_listeners.append(listener)
+
+    def _ready_changed(self, ready: bool) -> None:
+        for listener in self._ready_listeners:
+            listener(ready)
+
+    @asynccontextmanager
+    async def subscribe(self, subject: str, max_pending: int = 4096) -> AsyncIterator[Subscription]:
+        """Receive every message published on ``subject`` (wildcards allowed) while the block runs."""
+        subscription = Subscription(subject, max_pending)
+        await self._add(subscription)
+        try:
+            yield subscription
+        finally:
+            await self._remove(subscription)

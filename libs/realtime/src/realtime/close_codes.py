@@ -1,0 +1,17 @@
+"""WebSocket close codes a client can rely on (see DESIGN.md). Use names, never bare numbers."""
+
+from enum import IntEnum
+
+
+class CloseCode(IntEnum):
+    NORMAL = 1000
+    GOING_AWAY = 1001  # this instance is shutting down: reconnect
+    NO_STATUS = 1005  # reported locally when a close frame carried no code
+    ABNORMAL = 1006  # reported locally when the TCP connection dropped without a close frame
+    POLICY_VIOLATION = 1008  # bad origin, rate limit, invalid room id, slow consumer
+    MESSAGE_TOO_BIG = 1009
+    INTERNAL_ERROR = 1011
+    SERVICE_RESTART = 1012  # the gateway lost its upstream because that service restarted
+    TRY_AGAIN_LATER = 1013  # no healthy upstream, or overloaded
+    FORBIDDEN = 4003  # wrong or missing room password
+    NOT_FOUND = 4004  # no such path at the gateway

@@ -1,0 +1,41 @@
+"""The settings every service reads from its environment (pydantic-settings)."""
+
+import os
+import socket
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_instance_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class ServiceSettings(BaseSettings):
+    """Base for each service's settings; subclasses add their own fields and a service name."""
+
+    model_config = SettingsConfigDict(env_ignore_empty=True, extra="ignore")
+
+    service_name: str = "service"
+    instance_id: str = Field(default_factory=_default_instance_id)
+    host: str = "127.0.0.1"
+    port: int = 8000
+    log_level: str = "info"
+    access_log: bool = True
+
+    # memory:// for one process; nats://host:port[,host:port...] for replicas and clusters.
+    bus_url: str = "nats://127.0.0.1:4222"
+    nats_connect_timeout: float = 2.0
+    nats_reconnect_wait: float = 0.5
+
+    # WebSocket transport: compression off by default, it halves broadcast throughput.
+    ws_max_size: int = 64 * 1024
+    ws_per_message_deflate: bool = False
+    ws_ping_interval: float = 20.0
+    ws_ping_timeout: float = 20.0
+    shutdown_timeout: float = 10.0
+
+    @field_validator("log_level")
+    @classmethod
+    def _lower_level(cls, value: str) -> str:
+        return value.lower()
