@@ -32,8 +32,9 @@ class UpstreamPool:
     """The replicas behind one upstream name.
 
     A target that is a DNS name may stand for several replicas (compose gives one address per replica),
-    so targets are resolved on every probe. Connections rotate over the replicas, reachable ones first;
-    one that refuses is skipped by the caller, which simply tries the next.
+    so targets are resolved on every probe. Connections rotate over the replicas; one known to be down
+    (failed its probe or refused a connection) goes last, and one that refuses is skipped by the caller,
+    which simply tries the next. A replica not probed yet is tried like a healthy one.
     """
 
     def __init__(self, name: str, targets: list[str]) -> None:
@@ -42,7 +43,8 @@ class UpstreamPool:
         self.name = name
         self.targets = [parse_target(t) for t in targets]
         self.addresses: list[Address] = [(h, p) for h, p in self.targets if _is_ip(h)]
-        self.reachable: set[Address] = set()
+        self.reachable: set[Address] = set()  # answered its last health probe
+        self.down: set[Address] = set()  # failed its last probe or refused the last connection
         self._turn = itertools.count()
 
     def candidates(self) -> list[Address]:
@@ -50,13 +52,15 @@ class UpstreamPool:
         addresses = self.addresses or self.targets
         start = next(self._turn) % len(addresses)
         rotated = addresses[start:] + addresses[:start]
-        return [a for a in rotated if a in self.reachable] + [a for a in rotated if a not in self.reachable]
+        return [a for a in rotated if a not in self.down] + [a for a in rotated if a in self.down]
 
     def mark(self, address: Address, reachable: bool) -> None:
         if reachable:
             self.reachable.add(address)
+            self.down.discard(address)
         else:
             self.reachable.discard(address)
+            self.down.add(address)
 
     async def resolve(self) -> None:
         loop = asyncio.get_running_loop()
@@ -73,6 +77,7 @@ class UpstreamPool:
             found.extend(dict.fromkeys((info[4][0], port) for info in infos))
         self.addresses = found
         self.reachable &= set(found)
+        self.down &= set(found)
 
     async def probe(self, deadline: float) -> None:
         """Mark each replica reachable when its /healthz answers 200."""

@@ -1,0 +1,51 @@
+# Two commands do everything on a fresh machine with only Python 3.11+ and pip:
+#   make run    start NATS, every service and the gateway on http://127.0.0.1:$(PORT)
+#   make test   lint, every member's own tests, the whole-system tests
+PYTHON ?= python3
+TOOLS := .tools
+UV := $(TOOLS)/bin/uv
+VENV := .venv
+PY := $(VENV)/bin/python
+# uv builds .venv with the interpreter that runs make (no Python download needed).
+export UV_PYTHON ?= $(shell command -v $(PYTHON))
+export UV_LINK_MODE ?= copy
+MEMBERS := libs/realtime services/echo services/rooms services/stats gateway
+MANIFESTS := pyproject.toml uv.lock $(foreach m,$(MEMBERS) tools/devstack,$(m)/pyproject.toml)
+
+.PHONY: help install run test lint unit system bench clean
+
+help:
+	@echo "make run    start the whole stack (PORT=8000, SCALE=\"rooms=2 stats=2\")"
+	@echo "make test   lint + every member's tests + whole-system tests"
+	@echo "make bench  benchmarks, printed as tables"
+
+$(UV):
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check --target $(TOOLS) "uv>=0.5,<1"
+
+$(VENV)/.installed: $(UV) $(MANIFESTS)
+	$(UV) sync --all-packages --frozen
+	@touch $@
+
+install: $(VENV)/.installed
+
+run: install
+	$(PY) -m devstack
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+# Each member's tests run alone, with that member's own pytest settings.
+unit: install
+	@set -e; for m in $(MEMBERS); do echo "== $$m"; $(VENV)/bin/pytest $$m; done
+
+system: install
+	$(VENV)/bin/pytest tests
+
+test: lint unit system
+
+bench: install
+	$(PY) -m bench
+
+clean:
+	rm -rf $(VENV) $(TOOLS) .pytest_cache .ruff_cache .stack

@@ -1,0 +1,73 @@
+"""Whole-system fixtures: the real stack as separate processes on free loopback ports."""
+
+import asyncio
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from devstack.stack import Stack, StackConfig
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+HERE = Path(__file__).parent
+DEADLINE = 10.0  # seconds any single expected event may take before the test fails
+
+
+def make_stack(scale: str = "", extra: dict[str, tuple[str, str]] | None = None, **env: str) -> Stack:
+    config = StackConfig.for_tests(scale, **env)
+    config.extra_services = extra or {}
+    # the test-only upstreams live in tests/support
+    config.env["PYTHONPATH"] = os.pathsep.join([str(HERE.parent), os.environ.get("PYTHONPATH", "")])
+    return Stack(config)
+
+
+@pytest.fixture(scope="module")
+def stack() -> Iterator[Stack]:
+    """One stack per test module: NATS, one replica of each service, the gateway, the closer upstream."""
+    with make_stack(extra={"closer": ("tests.support.closer", "/closer")}) as running:
+        yield running
+
+
+async def ws(url: str, **kwargs: object) -> ClientConnection:
+    """Open a client WebSocket with a deadline; compression off, as the services run."""
+    return await asyncio.wait_for(connect(url, compression=None, open_timeout=DEADLINE, **kwargs), DEADLINE)
+
+
+async def recv(conn: ClientConnection) -> str | bytes:
+    return await asyncio.wait_for(conn.recv(), DEADLINE)
+
+
+async def closed_with(conn: ClientConnection) -> tuple[int, str]:
+    """Wait for the server's close frame; returns (code, reason) as the client received them."""
+    try:
+        async with asyncio.timeout(DEADLINE):
+            while True:
+                await conn.recv()
+    except ConnectionClosed as exc:
+        if exc.rcvd is None:
+            return 1006, ""
+        return exc.rcvd.code, exc.rcvd.reason
+    raise AssertionError("connection did not close")
+
+
+def wait_until(predicate: Callable[[], bool], what: str, deadline: float = DEADLINE) -> None:
+    end = time.monotonic() + deadline
+    while not predicate():
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+async def wait_until_async(predicate: Callable[[], bool], what: str, deadline: float = DEADLINE) -> None:
+    end = time.monotonic() + deadline
+    while not predicate():
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+def python() -> str:
+    return sys.executable

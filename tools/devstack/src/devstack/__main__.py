@@ -1,0 +1,54 @@
+"""``python -m devstack`` (``make run``): start everything, print the URLs, stop all on Ctrl-C/SIGTERM."""
+
+import logging
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from devstack.stack import Stack, StackConfig, StackError, parse_scale
+
+
+def config_from_env() -> StackConfig:
+    env = os.environ
+    return StackConfig(
+        scale=parse_scale(env.get("SCALE", "")),
+        gateway_port=int(env.get("PORT", "8000")),
+        nats_port=int(env.get("NATS_PORT", "4222")),
+        nats_monitor_port=int(env.get("NATS_MONITOR_PORT", "8222")),
+        log_dir=Path(env.get("STACK_LOG_DIR", ".stack/logs")),
+        echo_logs=env.get("STACK_QUIET", "") in ("", "0", "false"),
+    )
+
+
+def main() -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        stack = Stack(config_from_env())
+    except (ValueError, StackError) as exc:
+        print(f"devstack: {exc}", file=sys.stderr)
+        return 2
+    stopping = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stopping.set())
+    try:
+        stack.start()
+    except StackError as exc:
+        print(f"devstack: {exc}", file=sys.stderr)
+        return 1
+    print("\nrealtime stack is up:", *stack.describe(), "Ctrl-C stops everything.\n", sep="\n", flush=True)
+    while not stopping.wait(0.5):
+        dead = [n for n, p in stack.processes.items() if not p.running]
+        if dead:
+            print(f"devstack: {', '.join(dead)} exited; stopping the stack", file=sys.stderr)
+            stack.stop()
+            return 1
+    print("\nstopping...", flush=True)
+    stack.stop()
+    print("stopped.", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
