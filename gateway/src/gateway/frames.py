@@ -6,25 +6,17 @@ close frame of its own (1012, 1001) can be written between two frames without co
 
 import base64
 import hashlib
-import os
+
+from realtime.frames import OP_CLOSE, close_frame
+
+__all__ = ["FrameTracker", "accept_key", "close_frame"]
 
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-OP_CLOSE = 0x8
 
 
 def accept_key(key: str) -> str:
     """The Sec-WebSocket-Accept value for a client's Sec-WebSocket-Key."""
     return base64.b64encode(hashlib.sha1(key.encode("ascii") + _GUID).digest()).decode("ascii")
-
-
-def close_frame(code: int, reason: str = "", *, masked: bool = False) -> bytes:
-    """One close frame; ``masked`` for frames a client writes (the gateway talking to an upstream)."""
-    payload = code.to_bytes(2, "big") + reason.encode("utf-8")[:123]
-    if not masked:
-        return bytes((0x80 | OP_CLOSE, len(payload))) + payload
-    key = os.urandom(4)
-    body = bytes(b ^ key[i % 4] for i, b in enumerate(payload))
-    return bytes((0x80 | OP_CLOSE, 0x80 | len(payload))) + key + body
 
 
 class FrameTracker:

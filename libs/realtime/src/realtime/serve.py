@@ -1,22 +1,78 @@
 """Runs a service under uvicorn with the platform's transport choices, the same way everywhere."""
 
 from collections.abc import Callable
+from typing import Any
 
 import uvicorn
-from fastapi import FastAPI
+from fastapi import FastAPI, WebSocket
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 from realtime.close_codes import CloseCode
 from realtime.logs import setup_logging
 from realtime.settings import ServiceSettings
 
+FRAME_WRITER = "realtime.frame_writer"  # the ASGI scope extension that carries a FrameWriter
+
+
+class FrameWriter:
+    """Writes pre-encoded frames straight to one client's transport: the broadcast hot path.
+
+    ``write`` is synchronous and costs one ``transport.write``; a fan-out loop calls it for every local
+    member with the same bytes (see realtime.frames). ``buffered`` is what the client has not read yet,
+    so a caller can cut off a slow consumer instead of letting its backlog grow.
+    """
+
+    __slots__ = ("_protocol",)
+
+    def __init__(self, protocol: "GracefulWebSocketProtocol") -> None:
+        self._protocol = protocol
+
+    @property
+    def open(self) -> bool:
+        p = self._protocol
+        return p.handshake_complete and not p.close_sent and not p.transport.is_closing()
+
+    @property
+    def buffered(self) -> int:
+        return self._protocol.transport.get_write_buffer_size()
+
+    def write(self, frame: bytes) -> bool:
+        """Queue one encoded frame; False when the connection is closing or closed."""
+        if not self.open:
+            return False
+        self._protocol.transport.write(frame)
+        return True
+
+    def close(self, code: int, reason: str = "", *, abort_after: float = 1.0) -> None:
+        """Send a close frame now; drop the TCP connection if the client has not finished closing by
+        ``abort_after`` seconds (a client that stopped reading never will)."""
+        p = self._protocol
+        if not self.open:
+            return
+        p.queue.put_nowait({"type": "websocket.disconnect", "code": code, "reason": reason})
+        p.conn.send_close(code, reason)
+        p.transport.write(b"".join(p.conn.data_to_send()))
+        p.close_sent = True
+        p.close_timer = p.loop.call_later(abort_after, p.transport.abort)
+
+
+def frame_writer(websocket: WebSocket) -> FrameWriter | None:
+    """The connection's FrameWriter, when it runs under this platform's protocol (None in TestClient)."""
+    return websocket.scope.get("extensions", {}).get(FRAME_WRITER)
+
 
 class GracefulWebSocketProtocol(WebSocketsSansIOProtocol):
-    """uvicorn's sans-I/O WebSocket protocol, but shutdown says 1001 "going away" (uvicorn says 1012).
+    """uvicorn's sans-I/O WebSocket protocol, with two changes:
 
-    1012 is what the gateway reports when it loses an upstream; a draining instance tells its clients
-    to reconnect elsewhere, which is 1001.
+    - shutdown says 1001 "going away" (uvicorn says 1012): 1012 is what the gateway reports when it loses
+      an upstream, while a draining instance tells its clients to reconnect elsewhere;
+    - each connection's scope carries a ``FrameWriter`` (extension ``realtime.frame_writer``).
     """
+
+    def handle_connect(self, event: Any) -> None:
+        super().handle_connect(event)
+        if getattr(self, "scope", None) is not None:
+            self.scope["extensions"][FRAME_WRITER] = FrameWriter(self)  # type: ignore[index]
 
     def shutdown(self) -> None:
         if self.handshake_complete and not self.close_sent:

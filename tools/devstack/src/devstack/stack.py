@@ -186,10 +186,13 @@ class Stack:
 
     # --- life cycle --------------------------------------------------------------------------
     def start(self, timeout: float = 30.0) -> None:
+        # In stages, like compose's depends_on: NATS, then the services, then the gateway in front of them.
+        services = [n for n in self.processes if n not in ("gateway", "nats")]
         try:
-            for process in self.processes.values():
-                self.start_process(process.name)
-            self.wait_ready(timeout)
+            for stage in (["nats"], services, ["gateway"]):
+                for name in stage:
+                    self.start_process(name)
+                self.wait_ready(timeout, stage)
         except BaseException:
             self.stop()
             raise
