@@ -47,7 +47,6 @@ async def running_server():
                 await websocket.receive_text()
 
     server = uvicorn.Server(uvicorn_config(lambda: app, settings))
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
     task = asyncio.create_task(server.serve())
     async with asyncio.timeout(DEADLINE):
         while not server.started:

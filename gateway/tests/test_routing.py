@@ -1,0 +1,65 @@
+import pytest
+from gateway.routes import RouteTable
+from gateway.settings import GatewaySettings
+from gateway.splice import Request
+from gateway.upstreams import UpstreamPool, parse_target
+
+TABLE = RouteTable({"/echo": "echo", "/ws/{room_id}": "rooms", "/stats": "stats"})
+
+
+@pytest.mark.parametrize(
+    ("path", "upstream"),
+    [
+        ("/echo", "echo"),
+        ("/echo/", "echo"),
+        ("/ws/VIP", "rooms"),
+        ("/ws/", None),
+        ("/ws/a/b", None),
+        ("/stats", "stats"),
+        ("/", None),
+        ("/echoes", None),
+    ],
+)
+def test_paths_route_to_their_upstream(path: str, upstream: str | None) -> None:
+    assert TABLE.upstream_for(path) == upstream
+
+
+def test_upstreams_setting_takes_lists_or_comma_strings(monkeypatch) -> None:
+    monkeypatch.setenv("UPSTREAMS", '{"echo": "a:1, b:2", "rooms": ["c:3"], "stats": ["d:4"]}')
+    monkeypatch.setenv("FORWARDED_ALLOW_IPS", "10.0.0.0/8, 127.0.0.1")
+    settings = GatewaySettings()
+    assert settings.upstreams["echo"] == ["a:1", "b:2"]
+    assert settings.forwarded_allow_ips == ["10.0.0.0/8", "127.0.0.1"]
+
+
+def test_targets_parse_and_bad_ones_are_refused() -> None:
+    assert parse_target("[::1]:80") == ("::1", 80)
+    with pytest.raises(ValueError, match="host:port"):
+        parse_target("echo")
+
+
+def test_round_robin_puts_replicas_known_down_last() -> None:
+    pool = UpstreamPool("echo", ["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"])
+    firsts = [pool.candidates()[0] for _ in range(3)]
+    assert sorted(firsts) == [("127.0.0.1", 1), ("127.0.0.1", 2), ("127.0.0.1", 3)]
+    pool.mark(("127.0.0.1", 2), False)
+    for _ in range(3):
+        assert pool.candidates()[-1] == ("127.0.0.1", 2)
+
+
+RAW = (
+    b"GET /ws/VIP?pass=x&format=json HTTP/1.1\r\nhost: gw\r\nupgrade: websocket\r\n"
+    b"x-forwarded-for: 6.6.6.6\r\nsec-websocket-key: k\r\n\r\n"
+)
+
+
+def test_untrusted_peer_cannot_forge_its_address() -> None:
+    head = Request(RAW).for_upstream("10.1.2.3", trusted=False)
+    assert head.startswith(b"GET /ws/VIP?pass=x&format=json HTTP/1.1\r\n")
+    assert b"6.6.6.6" not in head
+    assert b"x-forwarded-for: 10.1.2.3\r\n" in head
+
+
+def test_trusted_proxy_chain_is_extended() -> None:
+    head = Request(RAW).for_upstream("10.1.2.3", trusted=True)
+    assert b"x-forwarded-for: 6.6.6.6, 10.1.2.3\r\n" in head
