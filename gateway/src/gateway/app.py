@@ -12,6 +12,7 @@ from fastapi import FastAPI, WebSocket
 from realtime.app import create_service_app
 from realtime.close_codes import CloseCode
 
+from gateway.page import mount_page
 from gateway.proxy import Proxy
 from gateway.settings import GatewaySettings
 
@@ -30,9 +31,13 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             with contextlib.suppress(asyncio.CancelledError):
                 await probe
 
-    app = create_service_app(settings, lifespan=lifespan, ready_needs_bus=False)
+    # The pulse reports the client sessions the gateway splices (they never reach the FastAPI app).
+    app = create_service_app(
+        settings, lifespan=lifespan, ready_needs_bus=False, connections=lambda: proxy.connections
+    )
     app.state.proxy = proxy
     app.state.readiness["upstreams"] = lambda: proxy.ready
+    mount_page(app)  # the web page at /
 
     @app.get("/upstreams", include_in_schema=False)
     async def upstreams() -> dict[str, object]:

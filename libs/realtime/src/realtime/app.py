@@ -8,6 +8,8 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
 from realtime.bus import Bus, create_bus
+from realtime.connections import ConnectionCount, CountWebSockets
+from realtime.pulse import Sampler
 from realtime.settings import ServiceSettings
 
 # A service's own start-up and shut-down, run inside the bus's lifetime: (app) -> async context manager.
@@ -32,31 +34,49 @@ def create_service_app(
     lifespan: ServiceLifespan | None = None,
     bus: Bus | None = None,
     ready_needs_bus: bool = True,
+    connections: Callable[[], int] | None = None,
     **fastapi_options: Any,
 ) -> FastAPI:
     """A FastAPI app whose lifespan connects the bus, then runs the service's own lifespan.
 
     ``app.state.readiness`` holds named checks; /readyz is 200 only when every check passes, and the bus
     is connected unless ``ready_needs_bus`` is False (the gateway routes traffic without NATS).
+
+    Every instance publishes a pulse sample each ``PULSE_INTERVAL`` (realtime.pulse) while the bus is
+    connected. Its connection count is the app's open WebSocket sessions (``app.state.websocket_count``),
+    unless ``connections`` says otherwise (the gateway counts the sessions it splices).
     """
+    websocket_count = ConnectionCount()
 
     @asynccontextmanager
     async def app_lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any] | None]:
         the_bus = bus or build_bus(settings)
         app.state.bus = the_bus
         await the_bus.connect()
+        sampler = Sampler(
+            the_bus,
+            service=settings.service_name,
+            instance=settings.instance_id,
+            host=settings.pulse_host,
+            interval=settings.pulse_interval,
+            connections=connections or websocket_count,
+        )
+        app.state.sampler = sampler
         try:
-            if lifespan is None:
-                yield
-            else:
-                async with lifespan(app) as state:
-                    yield state
+            async with sampler.running():
+                if lifespan is None:
+                    yield
+                else:
+                    async with lifespan(app) as state:
+                        yield state
         finally:
             await the_bus.disconnect()
 
     app = FastAPI(title=settings.service_name, lifespan=app_lifespan, **fastapi_options)
     app.state.settings = settings
     app.state.readiness = {}
+    app.state.websocket_count = websocket_count
+    app.add_middleware(CountWebSockets, count=websocket_count)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:

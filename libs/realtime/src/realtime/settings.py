@@ -35,6 +35,11 @@ class ServiceSettings(BaseSettings):
     ws_ping_timeout: float = 20.0
     shutdown_timeout: float = 10.0
 
+    # The pulse: every instance samples itself once per tick of this many seconds (aligned to the clock).
+    pulse_interval: float = Field(default=5.0, ge=0.05)
+    # The host named in pulse samples; in Kubernetes set it to the node name (host CPU is the node's).
+    pulse_host: str = Field(default_factory=socket.gethostname)
+
     @field_validator("log_level")
     @classmethod
     def _lower_level(cls, value: str) -> str:
