@@ -2,8 +2,9 @@
 
 Reads top to bottom: the app factory and its lifespan, the WebSocket route, then the member's session.
 The order inside a connection is the contract: room id, format and password are decided before the
-client joins or receives anything; the handshake is then accepted so a refusal is a close code the
-client can see (4003 "forbidden", 1008 "invalid room id"), never an HTTP 403.
+client joins or receives anything, and a refusal is accepted first so it is a close code the client can
+see (4003 "forbidden", 1008 "invalid room id"), never an HTTP 403. A member then joins (its replica's
+subscription confirmed live over the bus), and only then is its handshake accepted.
 """
 
 import asyncio
@@ -77,7 +78,6 @@ def create_app(settings: RoomsSettings | None = None) -> FastAPI:
             logger.warning("room %s: refused %s (%s password)", room_id, client, verdict)
             await _refuse(websocket, CloseCode.FORBIDDEN, "forbidden")
             return
-        await websocket.accept()
         await _session(app.state.rooms, settings, websocket, room_id, wire_format == "json")
 
     @app.websocket("/ws/{rest:path}")
@@ -96,13 +96,16 @@ async def _refuse(websocket: WebSocket, code: CloseCode, reason: str) -> None:
 async def _session(
     rooms: Rooms, settings: RoomsSettings, websocket: WebSocket, room_id: str, json: bool
 ) -> None:
+    """Join first (the member hears the room from the moment its handshake completes), then accept."""
     member = Member(secrets.token_hex(6), websocket, frame_writer(websocket), json)
     try:
         room = await rooms.join(room_id, member)
     except BusUnavailable:
-        await _close(member, CloseCode.TRY_AGAIN_LATER, "messaging unavailable")
+        await _refuse(websocket, CloseCode.TRY_AGAIN_LATER, "messaging unavailable")
         return
     try:
+        await websocket.accept()
+        await rooms.greet(room, member)
         await _relay(rooms, room, member, TokenBucket(settings.message_rate, settings.message_burst))
     finally:
         await rooms.leave(room, member)

@@ -27,6 +27,8 @@ from rooms_service.settings import RoomsSettings
 
 logger = logging.getLogger(__name__)
 
+JOIN_CONFIRM_TIMEOUT = 2.0  # seconds a join waits for its own announcement to come back over the bus
+
 Deliver = Callable[["Room", bytes], Awaitable[None]]
 
 
@@ -46,6 +48,7 @@ class Room:
     members: dict[str, Member] = field(default_factory=dict)
     clock: int = 0  # the room's Lamport clock (see envelopes.py)
     last_total: int = 0
+    joining: dict[str, "asyncio.Future[None]"] = field(default_factory=dict)  # member -> join echo
     _subscription: AbstractAsyncContextManager[Subscription] | None = None
     _task: asyncio.Task[None] | None = None
 
@@ -104,7 +107,9 @@ class Rooms:
 
     # --- membership ---------------------------------------------------------------------------
     async def join(self, room_id: str, member: Member) -> Room:
-        """Subscribe on the first local member, greet a JSON member, then announce the join."""
+        """Subscribe on the first local member, announce the join, and wait (bounded) until the
+        announcement comes back over the bus: from then on this replica's subscription is live at the
+        server, so everything published after the client's handshake completes reaches it."""
         async with self._lock:
             room = self._rooms.get(room_id)
             if room is None:
@@ -112,16 +117,26 @@ class Rooms:
                 room = Room(room_id, room_subject(self._settings.subject_prefix, room_id), Presence(expiry))
                 await room.open(self._bus, self._deliver)
                 self._rooms[room_id] = room
-            if member.json:
-                greeting = envelopes.welcome(room_id, member.id, room.total + 1, room.clock)
-                await self._send_one(member, greeting)
             room.members[member.id] = member
+            echo = room.joining[member.id] = asyncio.get_running_loop().create_future()
             try:
                 await self._publish_membership(room, envelopes.JOIN, member)
             except Exception:
+                room.joining.pop(member.id, None)
                 await self._drop(room, member)
                 raise
-            return room
+        try:
+            await asyncio.wait_for(echo, JOIN_CONFIRM_TIMEOUT)
+        except TimeoutError:  # the bus is reconnecting: the subscription is live once it is back
+            logger.info("room %s: join not confirmed by the bus within %.1fs", room_id, JOIN_CONFIRM_TIMEOUT)
+        finally:
+            room.joining.pop(member.id, None)
+        return room
+
+    async def greet(self, room: Room, member: Member) -> None:
+        """After the handshake: a JSON member learns its id, the room's count and the current seq."""
+        if member.json:
+            await self._send_one(member, envelopes.welcome(room.id, member.id, room.total, room.clock))
 
     async def leave(self, room: Room, member: Member) -> None:
         async with self._lock:
@@ -180,6 +195,10 @@ class Rooms:
                 await self._fan_out(room, text, payload)
             return
         origin = event["origin"]
+        if origin == self.origin and kind == envelopes.JOIN:
+            echo = room.joining.get(event.get("member"))  # type: ignore[arg-type]
+            if echo is not None and not echo.done():
+                echo.set_result(None)
         if origin != self.origin:
             unknown = not room.presence.knows(origin)
             local = event.get("local")
