@@ -1,0 +1,202 @@
+"""The web page at / in a real browser (Debian's chromium driven by Playwright) against the real stack."""
+
+import os
+import shutil
+import signal
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from devstack.stack import Stack
+from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
+
+from tests.conftest import make_stack
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+SCREENSHOTS = Path(__file__).parent.parent / ".stack" / "screenshots"
+DEADLINE_MS = 15_000
+
+pytestmark = pytest.mark.timeout(180)
+
+
+def ensure_chromium() -> str:
+    """Debian's chromium; installed here when missing (a browser download is not possible here)."""
+    if shutil.which(CHROMIUM) is None:
+        if os.geteuid() != 0:
+            pytest.fail(
+                f"{CHROMIUM} is missing; install Debian's chromium package (apt-get install chromium)"
+            )
+        env = os.environ | {"DEBIAN_FRONTEND": "noninteractive"}
+        subprocess.run(["apt-get", "update", "-qq"], check=True, env=env, timeout=600)
+        subprocess.run(["apt-get", "install", "-y", "-qq", "chromium"], check=True, env=env, timeout=900)
+    return CHROMIUM
+
+
+@pytest.fixture(scope="module")
+def stack() -> Iterator[Stack]:
+    with make_stack(ROOM_PASSWORDS='{"VIP": "secret123"}', PULSE_INTERVAL="1") as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    executable = ensure_chromium()
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=executable, headless=True, args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()
+
+
+class Console:
+    """Every console error and uncaught exception of the pages it watches."""
+
+    def __init__(self) -> None:
+        self.errors: list[str] = []
+
+    def watch(self, page: Page) -> Page:
+        page.on("console", self._on_console)
+        page.on("pageerror", lambda exc: self.errors.append(f"pageerror: {exc}"))
+        return page
+
+    def _on_console(self, message: ConsoleMessage) -> None:
+        if message.type == "error":
+            self.errors.append(f"console: {message.text}")
+
+
+@pytest.fixture
+def console() -> Iterator[Console]:
+    watcher = Console()
+    yield watcher
+    assert watcher.errors == []
+
+
+def open_page(browser: Browser, stack: Stack, console: Console, **viewport: int) -> Page:
+    context = browser.new_context(viewport=viewport or {"width": 1280, "height": 900})
+    page = console.watch(context.new_page())
+    page.set_default_timeout(DEADLINE_MS)
+    page.goto(f"{stack.http_url}/")
+    return page
+
+
+def join(page: Page, room: str, password: str = "") -> None:
+    page.fill("#room-input", room)
+    page.fill("#pass-input", password)
+    page.click("#join-button")
+
+
+def test_echo_console(browser: Browser, stack: Stack, console: Console) -> None:
+    page = open_page(browser, stack, console)
+    expect(page.locator("#echo-state")).to_have_attribute("data-state", "live", timeout=DEADLINE_MS)
+    page.fill("#echo-input", "hello browser")
+    page.press("#echo-input", "Enter")
+    expect(page.locator("#echo-log")).to_contain_text("Echo: hello browser", timeout=DEADLINE_MS)
+    page.context.close()
+
+
+def test_two_pages_in_one_room_see_each_other(browser: Browser, stack: Stack, console: Console) -> None:
+    alice, bob = open_page(browser, stack, console), open_page(browser, stack, console)
+    for page in (alice, bob):
+        join(page, "browser-room")
+        expect(page.locator("#chat-state")).to_have_attribute("data-state", "live", timeout=DEADLINE_MS)
+        expect(page.locator("#chat-log")).to_contain_text("joined browser-room", timeout=DEADLINE_MS)
+    alice.fill("#say-input", "hi from alice")
+    alice.press("#say-input", "Enter")
+    expect(bob.locator("#chat-log")).to_contain_text("hi from alice", timeout=DEADLINE_MS)
+    bob.fill("#say-input", "hello alice")
+    bob.press("#say-input", "Enter")
+    expect(alice.locator("#chat-log")).to_contain_text("hello alice", timeout=DEADLINE_MS)
+    expect(alice.locator("#chat-meta")).to_contain_text("2 here", timeout=DEADLINE_MS)
+    # who said it and when: the sender line carries a time element
+    expect(bob.locator("#chat-log li", has_text="hi from alice").locator("time")).to_have_count(1)
+    for page in (alice, bob):
+        page.context.close()
+
+
+def test_wrong_password_shows_the_error_and_does_not_retry(
+    browser: Browser, stack: Stack, console: Console
+) -> None:
+    page = open_page(browser, stack, console)
+    sockets: list[str] = []
+    page.on("websocket", lambda ws: sockets.append(ws.url))
+    join(page, "VIP", "not-the-password")
+    expect(page.locator("#chat-notice")).to_have_text("Wrong password for room “VIP”.", timeout=DEADLINE_MS)
+    expect(page.locator("#chat-state")).to_have_text("closed: forbidden (4003)")
+    # Two more pulses arrive (events, not a sleep); by then a retry would have opened another socket.
+    tick = int(page.locator("#cpu-chart").get_attribute("data-last-tick") or "-1")
+    expect(page.locator("#cpu-chart")).not_to_have_attribute("data-last-tick", str(tick), timeout=DEADLINE_MS)
+    tick = int(page.locator("#cpu-chart").get_attribute("data-last-tick") or "-1")
+    expect(page.locator("#cpu-chart")).not_to_have_attribute("data-last-tick", str(tick), timeout=DEADLINE_MS)
+    assert len([url for url in sockets if "/ws/VIP" in url]) == 1
+    # and the right password gets in
+    join(page, "VIP", "secret123")
+    expect(page.locator("#chat-state")).to_have_attribute("data-state", "live", timeout=DEADLINE_MS)
+    expect(page.locator("#chat-notice")).to_be_hidden()
+    page.context.close()
+
+
+def test_invalid_room_id_says_so(browser: Browser, stack: Stack, console: Console) -> None:
+    page = open_page(browser, stack, console)
+    join(page, "no*such.room")
+    expect(page.locator("#chat-notice")).to_contain_text("is not a valid room id", timeout=DEADLINE_MS)
+    page.context.close()
+
+
+def test_chart_gains_a_point_on_every_pulse(browser: Browser, stack: Stack, console: Console) -> None:
+    page = open_page(browser, stack, console)
+    chart = page.locator("#cpu-chart")
+    expect(chart).not_to_have_attribute("data-points", "0", timeout=DEADLINE_MS)
+    points = int(chart.get_attribute("data-points") or "0")
+    expect(chart).to_have_attribute("data-points", str(points + 1), timeout=DEADLINE_MS)
+    # the per-instance table lists the running instances, the gateway among them
+    expect(page.locator("#instances tbody")).to_contain_text("gateway", timeout=DEADLINE_MS)
+    expect(page.locator("#instances tbody")).to_contain_text("echo", timeout=DEADLINE_MS)
+    page.context.close()
+
+
+def test_screenshots_and_phone_layout(browser: Browser, stack: Stack, console: Console) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page = open_page(browser, stack, console)
+    join(page, "lobby")
+    expect(page.locator("#chat-state")).to_have_attribute("data-state", "live", timeout=DEADLINE_MS)
+    page.fill("#say-input", "hello from the screenshot")
+    page.press("#say-input", "Enter")
+    page.fill("#echo-input", "hello")
+    page.press("#echo-input", "Enter")
+    expect(page.locator("#echo-log")).to_contain_text("Echo: hello", timeout=DEADLINE_MS)
+    expect(page.locator("#chat-log")).to_contain_text("hello from the screenshot", timeout=DEADLINE_MS)
+    chart = page.locator("#cpu-chart")
+    expect(chart).not_to_have_attribute("data-points", "0", timeout=DEADLINE_MS)
+    expect(chart).not_to_have_attribute("data-points", "1", timeout=DEADLINE_MS)
+    page.screenshot(path=str(SCREENSHOTS / "page.png"), full_page=True)
+    page.context.close()
+
+    phone = open_page(browser, stack, console, width=390, height=844)
+    expect(phone.locator("#echo-state")).to_have_attribute("data-state", "live", timeout=DEADLINE_MS)
+    assert phone.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+    phone.screenshot(path=str(SCREENSHOTS / "phone.png"), full_page=True)
+    phone.context.close()
+
+
+def test_reconnects_by_itself_after_the_service_restarts(browser: Browser, console: Console) -> None:
+    with make_stack(PULSE_INTERVAL="1") as own:
+        page = open_page(browser, own, console)
+        state = page.locator("#echo-state")
+        expect(state).to_have_attribute("data-state", "live", timeout=DEADLINE_MS)
+        own.stop_process("echo-1", signal.SIGTERM)  # clients get 1001, then the gateway answers 1013
+        expect(state).to_have_attribute("data-state", "reconnecting", timeout=DEADLINE_MS)
+        own.start_process("echo-1")
+        own.wait_ready(names=["echo-1"])
+        expect(state).to_have_attribute("data-state", "live", timeout=DEADLINE_MS)
+        page.fill("#echo-input", "back again")
+        page.press("#echo-input", "Enter")
+        expect(page.locator("#echo-log")).to_contain_text("Echo: back again", timeout=DEADLINE_MS)
+        page.context.close()
