@@ -248,7 +248,7 @@ class GatewayWebSocketProtocol(asyncio.Protocol):
             logger.warning("%s - upstream of %s vanished mid-session", self.peer, self._path)
             self._close_client(CloseCode.SERVICE_RESTART, "upstream restarted")
         else:
-            self.transport.close()  # cut mid-frame: no valid frame can follow, drop the connection
+            self._hang_up()  # cut mid-frame: no valid frame can follow, drop the connection
 
     # --- handshake -----------------------------------------------------------------------------
     @property
@@ -353,7 +353,12 @@ class GatewayWebSocketProtocol(asyncio.Protocol):
         self._close_timer = asyncio.get_running_loop().call_later(CLOSE_WAIT, self._hang_up)
 
     def _hang_up(self) -> None:
-        if self.transport is not None:
+        """End the client's TCP connection; drop what it has not read rather than wait for it forever."""
+        if self.transport is None:
+            return
+        if self.transport.get_write_buffer_size():
+            self.transport.abort()  # a client that stopped reading would hold this connection open
+        else:
             self.transport.close()
 
     def _count(self) -> None:
