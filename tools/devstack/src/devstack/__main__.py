@@ -19,6 +19,7 @@ def config_from_env() -> StackConfig:
         nats_monitor_port=int(env.get("NATS_MONITOR_PORT", "8222")),
         log_dir=Path(env.get("STACK_LOG_DIR", ".stack/logs")),
         echo_logs=env.get("STACK_QUIET", "") in ("", "0", "false"),
+        fixed_ports=env.get("STACK_FREE_PORTS", "") in ("", "0", "false"),
     )
 
 

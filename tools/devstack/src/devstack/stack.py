@@ -289,7 +289,8 @@ class Stack:
 
     def describe(self) -> Iterator[str]:
         paths = "/echo  /ws/{room_id}  /stats"
-        yield f"gateway     {self.gateway_url}  {paths}   (health {self.http_url}/readyz)"
+        gateway = self.processes["gateway"]
+        yield f"gateway     {self.gateway_url}  {paths}   pid {gateway.pid}   page {self.http_url}/"
         for name, process in self.processes.items():
             if name != "gateway":
                 yield f"{name:<11} 127.0.0.1:{process.port}   pid {process.pid}   log {process.log_path}"

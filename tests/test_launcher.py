@@ -1,0 +1,83 @@
+"""``make run``'s launcher as a user runs it: it comes up, serves echo, and Ctrl-C/SIGTERM leaves nothing."""
+
+import asyncio
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+from devstack.stack import free_port
+
+from tests.conftest import DEADLINE, recv, ws
+
+pytestmark = pytest.mark.timeout(120)
+
+
+class Launcher:
+    def __init__(self, tmp: Path, **env: str) -> None:
+        self.port = free_port()
+        full_env = (
+            os.environ
+            | {
+                "PORT": str(self.port),
+                "NATS_PORT": str(free_port()),
+                "NATS_MONITOR_PORT": str(free_port()),
+                "STACK_LOG_DIR": str(tmp / "logs"),
+                "SCALE": "echo=2",
+                "ROOM_PASSWORDS": '{"VIP": "launcher-secret"}',
+            }
+            | env
+        )
+        full_env["STACK_FREE_PORTS"] = "1"  # the fixed ports may be in use by a developer's `make run`
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "devstack"],
+            env=full_env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self.lines: list[str] = []
+        self.up = threading.Event()
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        with self.process.stdout:  # type: ignore[union-attr]
+            for line in self.process.stdout:  # type: ignore[union-attr]
+                self.lines.append(line)
+                if "realtime stack is up" in line:
+                    self.up.set()
+
+    def pids(self) -> list[int]:
+        return [int(p) for p in re.findall(r"pid (\d+)", "".join(self.lines))]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+async def test_launcher_serves_echo_and_stops_everything(tmp_path: Path, sig: int) -> None:
+    launcher = Launcher(tmp_path)
+    try:
+        assert launcher.up.wait(60), "".join(launcher.lines[-40:])
+        async with await ws(f"ws://127.0.0.1:{launcher.port}/echo") as conn:
+            await conn.send("hello")
+            assert await recv(conn) == "Echo: hello"
+        children = launcher.pids()
+        assert len(children) == 6  # gateway, nats, echo x2, rooms, stats
+        launcher.process.send_signal(sig)
+        assert launcher.process.wait(DEADLINE * 2) == 0
+    finally:
+        if launcher.process.poll() is None:
+            launcher.process.kill()
+            launcher.process.wait(DEADLINE)
+        launcher.reader.join(DEADLINE)
+    deadline = time.monotonic() + DEADLINE
+    while any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE for p in children):
+        assert time.monotonic() < deadline, "a child process outlived the launcher"
+        await asyncio.sleep(0.05)
+    assert "stopped." in "".join(launcher.lines)
+    assert "launcher-secret" not in "".join(launcher.lines)  # settings pass through, secrets never print
