@@ -106,6 +106,7 @@ def uvicorn_config(
         log_level=settings.log_level,
         access_log=settings.access_log,
         proxy_headers=True,  # the gateway's X-Forwarded-For is the client address
+        forwarded_allow_ips=settings.forwarded_allow_ips,
         timeout_graceful_shutdown=settings.shutdown_timeout,
         lifespan="on",
     )

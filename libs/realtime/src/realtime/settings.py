@@ -34,6 +34,9 @@ class ServiceSettings(BaseSettings):
     ws_ping_interval: float = 20.0
     ws_ping_timeout: float = 20.0
     shutdown_timeout: float = 10.0
+    # Proxies whose X-Forwarded-For names the client (the gateway): its address must be listed, or every
+    # client looks like the gateway. "*" where only the gateway can reach a service (compose, Kubernetes).
+    forwarded_allow_ips: str = "127.0.0.1"
 
     # The pulse: every instance samples itself once per tick of this many seconds (aligned to the clock).
     pulse_interval: float = Field(default=5.0, ge=0.05)
