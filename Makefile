@@ -9,6 +9,9 @@ PY := $(VENV)/bin/python
 # uv builds .venv with the interpreter that runs make (no Python download needed).
 export UV_PYTHON ?= $(shell command -v $(PYTHON))
 export UV_LINK_MODE ?= copy
+# Trust the system certificate store (a corporate or sandbox TLS proxy); older uv reads UV_NATIVE_TLS.
+export UV_SYSTEM_CERTS ?= 1
+export UV_NATIVE_TLS ?= 1
 MEMBERS := libs/realtime services/echo services/rooms services/stats gateway
 MANIFESTS := pyproject.toml uv.lock $(foreach m,$(MEMBERS) tools/devstack,$(m)/pyproject.toml)
 
