@@ -168,3 +168,22 @@ async def test_a_killed_rooms_replica_drops_out_within_a_few_ticks() -> None:
                 assert all(("rooms", "rooms-1") in names(p) for p in after)
             same = set(clients[0].by_tick()) & set(clients[1].by_tick())
             assert all(clients[0].by_tick()[t] == clients[1].by_tick()[t] for t in same)
+
+
+async def test_a_restarted_stats_replica_sends_every_tick_while_it_warms_up() -> None:
+    with make_stack("stats=2", PULSE_INTERVAL=str(INTERVAL)) as stack:
+        async with pulse_clients(replica_url(stack, "stats-1")) as (reference,):
+            await reference.first(lambda p: True, "a first pulse from stats-1")
+            stack.stop_process("stats-2")
+            stack.start_process("stats-2")
+            stack.wait_ready(names=["stats-2"])
+            async with pulse_clients(replica_url(stack, "stats-2")) as (fresh,):
+                first = await fresh.first(lambda p: True, "a first pulse from the new stats-2")
+                await fresh.first(lambda p: p["tick"] >= first["tick"] + 5, "five more ticks")
+                ticks = [p["tick"] for p in fresh.pulses]
+                assert ticks == list(range(ticks[0], ticks[0] + len(ticks)))
+                await wait_until_async(lambda: ticks[-1] in reference.by_tick(), "stats-1 to catch up")
+                assert all(reference.by_tick()[t] == fresh.by_tick()[t] for t in ticks)
+        log = stack.log_tail("stats-2", 400)
+        assert "warming up: relaying peers' pulses" in log
+        assert "warm-up over: sending this replica's own pulses" in log
