@@ -1,0 +1,142 @@
+"""Chat rooms at 1 000 members: the rooms service (2 replicas behind the gateway, over NATS) against two
+single-process baselines written as users write them today, in the same run:
+
+- ``bench/rooms_baseline_manager.py``: FastAPI's documented ConnectionManager (sequential ``send_text``);
+- ``bench/rooms_baseline_broadcaster.py``: encode/broadcaster, ``memory://`` (a queue and task per member).
+
+Each target in turn (never two at once), one load generator process (bench/rooms_load.py) per target:
+1 000 members in one room, 10 of them sending 100-byte messages. Paced: 10 000 deliveries/s offered
+(10 messages/s), end-to-end latency p50/p99. Saturated: closed loop with 16 messages in flight,
+deliveries per second. Bounded: every process started here is stopped, each load run has a deadline.
+
+    make bench                      # every suite
+    .venv/bin/python -m bench rooms
+    BENCH_ROOMS_MEMBERS=1000 BENCH_ROOMS_SECONDS=5 BENCH_ROOMS_OFFERED=10000 .venv/bin/python -m bench rooms
+"""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+from devstack.stack import Stack, StackConfig, free_port
+
+MEMBERS = int(os.environ.get("BENCH_ROOMS_MEMBERS", "1000"))
+SENDERS = int(os.environ.get("BENCH_ROOMS_SENDERS", "10"))
+SECONDS = float(os.environ.get("BENCH_ROOMS_SECONDS", "5"))
+OFFERED = float(os.environ.get("BENCH_ROOMS_OFFERED", "10000"))
+WINDOW = int(os.environ.get("BENCH_ROOMS_WINDOW", "16"))
+LOAD_DEADLINE = 240.0  # seconds for one load generator run, connecting included
+
+BASELINES = {
+    "FastAPI ConnectionManager (1 process)": ("bench.rooms_baseline_manager:app", "/ws/{i}"),
+    "broadcaster memory:// (1 process)": ("bench.rooms_baseline_broadcaster:app", "/ws/bench"),
+}
+OURS = "rooms: 2 replicas + gateway + NATS"
+
+
+def run_load(url: str) -> dict:
+    argv = [
+        sys.executable,
+        "-m",
+        "bench.rooms_load",
+        url,
+        "--members",
+        str(MEMBERS),
+        "--senders",
+        str(SENDERS),
+    ]
+    argv += ["--seconds", str(SECONDS), "--offered", str(OFFERED), "--window", str(WINDOW)]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=LOAD_DEADLINE, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"load generator failed ({done.returncode}):\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def wait_listening(port: int, deadline: float = 20.0) -> None:
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {port} after {deadline}s")
+
+
+def run_baseline(app: str, path: str) -> dict:
+    """One uvicorn process with its defaults (as users start it), stopped by its PID afterwards."""
+    port = free_port()
+    argv = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        app,
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+        "--no-access-log",
+    ]
+    server = subprocess.Popen(argv, stdin=subprocess.DEVNULL)
+    try:
+        wait_listening(port)
+        return run_load(f"ws://127.0.0.1:{port}{path}")
+    finally:
+        server.terminate()
+        try:
+            server.wait(10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait(5)
+
+
+def run_ours() -> dict:
+    env = {"LOG_LEVEL": "warning", "ACCESS_LOG": "false", "MESSAGE_RATE": "100000", "MESSAGE_BURST": "100000"}
+    with Stack(StackConfig.for_tests("rooms=2", **env)) as stack:
+        return run_load(f"{stack.gateway_url}/ws/bench")
+
+
+def main() -> None:
+    results: dict[str, dict] = {}
+    print(f"{OURS} ...", file=sys.stderr, flush=True)
+    results[OURS] = run_ours()
+    for name, (app, path) in BASELINES.items():
+        print(f"{name} ...", file=sys.stderr, flush=True)
+        results[name] = run_baseline(app, path)
+    print_table(results)
+
+
+def print_table(results: dict[str, dict]) -> None:
+    print(
+        f"One room, {MEMBERS} members, {SENDERS} senders, 100-byte messages; {SECONDS:g} s per phase; "
+        "loopback, load generator in its own process, a shared 2-core machine (noisy: ratios matter).\n"
+    )
+    print(
+        f"| server | saturated deliveries/s (window {WINDOW}) | saturated p50 / p99 ms | "
+        f"paced p50 / p99 ms at {OFFERED:,.0f} deliveries/s | lost |"
+    )
+    print("|---|---|---|---|---|")
+    for name, r in results.items():
+        sat, paced = r["saturate"], r["paced"]
+        print(
+            f"| {name} | {sat['deliveries_per_s']:,.0f} | {sat['p50_ms']:.1f} / {sat['p99_ms']:.1f} | "
+            f"{paced['p50_ms']:.1f} / {paced['p99_ms']:.1f} | {sat['lost'] + paced['lost']} |"
+        )
+    ours = results[OURS]
+    print()
+    for name in BASELINES:
+        base = results[name]
+        throughput = ours["saturate"]["deliveries_per_s"] / base["saturate"]["deliveries_per_s"]
+        p99 = ours["paced"]["p99_ms"] / base["paced"]["p99_ms"]
+        print(f"- vs {name}: {throughput:.2f}x the saturated deliveries/s, {p99:.2f}x the paced p99")
+    manager = results["FastAPI ConnectionManager (1 process)"]
+    meets_throughput = ours["saturate"]["deliveries_per_s"] >= manager["saturate"]["deliveries_per_s"]
+    meets_p99 = all(ours["paced"]["p99_ms"] < results[n]["paced"]["p99_ms"] for n in BASELINES)
+    print(
+        "- targets: saturated deliveries/s >= ConnectionManager's: "
+        f"{'met' if meets_throughput else 'NOT met'}; paced p99 below both baselines': "
+        f"{'met' if meets_p99 else 'NOT met'}"
+    )

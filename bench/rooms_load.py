@@ -1,0 +1,290 @@
+"""Load generator for bench/rooms.py, run as its own process: ``python -m bench.rooms_load URL ...``.
+
+Opens ``--members`` WebSocket clients into one room (``{i}`` in the URL becomes the member's number), the
+first ``--senders`` of them also send. Raw asyncio protocols on uvloop keep its own cost low: frames are
+written with the all-zero mask key and only the marker ``@<id>:<send time ns>|`` of each text frame is
+read, wherever the server put it. Every delivery gives one end-to-end latency (send to receipt, one clock).
+
+Phases (one JSON object on stdout at the end):
+- ``paced``: messages at a steady rate, ``--offered`` deliveries per second (rate = offered / members),
+  spread round robin over the senders (open loop);
+- ``saturate``: closed loop, ``--window`` messages in flight, a message being in flight until every member
+  has it (or 2 s have passed: then its missing deliveries count as lost); deliveries per second.
+"""
+
+import argparse
+import asyncio
+import base64
+import json
+import os
+import resource
+import sys
+import time
+from urllib.parse import urlsplit
+
+PAYLOAD_SIZE = 100
+LOST_AFTER = 2.0  # seconds in flight before a message's missing deliveries count as lost
+
+
+def raise_fd_limit() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def client_frame(payload: bytes, opcode: int = 0x1) -> bytes:
+    """A masked frame with the zero mask key (payload < 126 bytes)."""
+    return bytes((0x80 | opcode, 0x80 | len(payload))) + b"\x00\x00\x00\x00" + payload
+
+
+class Tracker:
+    """Deliveries, latencies and what is still in flight."""
+
+    def __init__(self, members: int) -> None:
+        self.members = members
+        self.deliveries = 0
+        self.latencies: list[float] = []
+        self.remaining: dict[int, int] = {}  # message id -> deliveries still expected
+        self.sent_at: dict[int, float] = {}
+        self.lost = 0
+        self.closed = 0
+        self.window = 0
+        self.room_for_more = asyncio.Event()
+
+    def sent(self, msg_id: int) -> None:
+        self.remaining[msg_id] = self.members
+        self.sent_at[msg_id] = time.monotonic()
+
+    def delivered(self, msg_id: int, latency: float) -> None:
+        self.deliveries += 1
+        self.latencies.append(latency)
+        left = self.remaining.get(msg_id)
+        if left is None:
+            return
+        if left > 1:
+            self.remaining[msg_id] = left - 1
+            return
+        del self.remaining[msg_id]
+        del self.sent_at[msg_id]
+        if len(self.remaining) < self.window:
+            self.room_for_more.set()
+
+    def expire(self) -> None:
+        cutoff = time.monotonic() - LOST_AFTER
+        for msg_id, at in list(self.sent_at.items()):
+            if at < cutoff:
+                self.lost += self.remaining.pop(msg_id)
+                del self.sent_at[msg_id]
+
+
+class Member(asyncio.Protocol):
+    def __init__(self, tracker: Tracker, request: bytes) -> None:
+        self.tracker = tracker
+        self.request = request
+        self.transport: asyncio.Transport | None = None
+        self.upgraded = asyncio.get_running_loop().create_future()
+        self.buffer = b""
+        self.handshake_done = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.transport.write(self.request)
+
+    def send(self, msg_id: int) -> None:
+        marker = b"@%d:%d|" % (msg_id, time.perf_counter_ns())
+        self.tracker.sent(msg_id)
+        self.transport.write(client_frame(marker.ljust(PAYLOAD_SIZE, b"x")))  # type: ignore[union-attr]
+
+    def data_received(self, data: bytes) -> None:
+        buf = self.buffer + data if self.buffer else data
+        if not self.handshake_done:
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                self.buffer = buf
+                return
+            if not buf.startswith(b"HTTP/1.1 101"):
+                self.upgraded.set_exception(RuntimeError(buf[:end].decode(errors="replace")))
+                return
+            self.handshake_done = True
+            self.upgraded.set_result(None)
+            buf = buf[end + 4 :]
+        pos, end = 0, len(buf)
+        now = time.perf_counter_ns()
+        tracker = self.tracker
+        while end - pos >= 2:
+            length = buf[pos + 1] & 0x7F
+            header = 2
+            if length == 126:
+                if end - pos < 4:
+                    break
+                length, header = int.from_bytes(buf[pos + 2 : pos + 4], "big"), 4
+            elif length == 127:
+                if end - pos < 10:
+                    break
+                length, header = int.from_bytes(buf[pos + 2 : pos + 10], "big"), 10
+            if end - pos < header + length:
+                break
+            opcode = buf[pos] & 0x0F
+            start = pos + header
+            pos = start + length
+            if opcode == 1:
+                at = buf.find(b"@", start, pos)
+                if at >= 0:
+                    bar = buf.find(b"|", at, pos)
+                    msg_id, sent_ns = buf[at + 1 : bar].split(b":")
+                    tracker.delivered(int(msg_id), (now - int(sent_ns)) / 1e9)
+            elif opcode == 9:  # ping: answer, or the server's keepalive closes us
+                self.transport.write(client_frame(buf[start:pos], 0xA))  # type: ignore[union-attr]
+            elif opcode == 8:
+                tracker.closed += 1
+        self.buffer = buf[pos:]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.upgraded.done():
+            self.upgraded.set_exception(ConnectionError("closed during handshake"))
+
+
+async def open_members(url: str, count: int, tracker: Tracker) -> list[Member]:
+    parts = urlsplit(url)
+    loop = asyncio.get_running_loop()
+    gate = asyncio.Semaphore(64)  # handshakes in flight: far below any accept backlog
+
+    async def one(i: int) -> Member:
+        target = parts.path.replace("{i}", str(i)) + (f"?{parts.query}" if parts.query else "")
+        key = base64.b64encode(os.urandom(16)).decode()
+        request = (
+            f"GET {target} HTTP/1.1\r\nHost: {parts.netloc}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        ).encode()
+        async with gate:
+            _, member = await loop.create_connection(
+                lambda: Member(tracker, request), parts.hostname, parts.port or 80
+            )
+            await asyncio.wait_for(member.upgraded, 30)
+            return member
+
+    return list(await asyncio.gather(*(one(i) for i in range(count))))
+
+
+def percentile(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(p * len(ordered)))]
+
+
+async def drain(tracker: Tracker, deadline: float = 5.0) -> None:
+    end = time.monotonic() + deadline
+    while tracker.remaining and time.monotonic() < end:  # noqa: ASYNC110 (bounded poll)
+        await asyncio.sleep(0.02)
+    tracker.expire()
+
+
+def phase_result(tracker: Tracker, deliveries: int, seconds: float, sent: int) -> dict[str, float]:
+    return {
+        "messages": sent,
+        "deliveries": deliveries,
+        "seconds": round(seconds, 3),
+        "deliveries_per_s": round(deliveries / seconds, 1),
+        "p50_ms": round(percentile(tracker.latencies, 0.50) * 1000, 2),
+        "p99_ms": round(percentile(tracker.latencies, 0.99) * 1000, 2),
+        "lost": tracker.lost,
+    }
+
+
+async def run(args: argparse.Namespace) -> dict[str, object]:
+    tracker = Tracker(args.members)
+    started = time.perf_counter()
+    members = await open_members(args.url, args.members, tracker)
+    connect_s = time.perf_counter() - started
+    senders = members[: args.senders]
+    loop = asyncio.get_running_loop()
+    next_id = 0
+
+    # warm-up: a few messages all the way round, not measured
+    for _ in range(5):
+        senders[next_id % len(senders)].send(next_id)
+        next_id += 1
+    await drain(tracker)
+    tracker.latencies.clear()
+    tracker.lost = 0
+
+    # paced: a steady offered rate
+    rate = args.offered / args.members
+    count = max(1, int(rate * args.seconds))
+    before = tracker.deliveries
+    start = loop.time()
+    for k in range(count):
+        await asyncio.sleep(max(0.0, start + k / rate - loop.time()))
+        senders[next_id % len(senders)].send(next_id)
+        next_id += 1
+    await drain(tracker)
+    paced = phase_result(tracker, tracker.deliveries - before, loop.time() - start, count)
+    paced["offered_per_s"] = args.offered
+    tracker.latencies.clear()
+    tracker.lost = 0
+
+    # saturate: closed loop with a window of messages in flight
+    tracker.window = args.window
+    before = tracker.deliveries
+    sent = 0
+    start = loop.time()
+    end = start + args.seconds
+    while loop.time() < end:
+        if len(tracker.remaining) >= args.window:
+            tracker.room_for_more.clear()
+            try:
+                await asyncio.wait_for(
+                    tracker.room_for_more.wait(), max(0.01, min(LOST_AFTER, end - loop.time()))
+                )
+            except TimeoutError:
+                tracker.expire()
+            continue
+        senders[next_id % len(senders)].send(next_id)
+        next_id += 1
+        sent += 1
+        if sent % 8 == 0:
+            await asyncio.sleep(0)  # let deliveries in
+    elapsed = loop.time() - start
+    deliveries = tracker.deliveries - before
+    await drain(tracker)
+    saturate = phase_result(tracker, deliveries, elapsed, sent)
+    saturate["window"] = args.window
+
+    for member in members:
+        member.transport.write(client_frame(b"\x03\xe8", 0x8))  # type: ignore[union-attr]
+    await asyncio.sleep(0.3)
+    for member in members:
+        member.transport.close()  # type: ignore[union-attr]
+    return {
+        "members": args.members,
+        "senders": args.senders,
+        "connect_s": round(connect_s, 2),
+        "closed_by_server": tracker.closed,
+        "paced": paced,
+        "saturate": saturate,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("url", help="ws://host:port/path; {i} in the path becomes the member's number")
+    parser.add_argument("--members", type=int, default=1000)
+    parser.add_argument("--senders", type=int, default=10)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--offered", type=float, default=10_000.0, help="deliveries/s offered when paced")
+    parser.add_argument("--window", type=int, default=16, help="messages in flight when saturated")
+    args = parser.parse_args()
+    raise_fd_limit()
+    try:
+        import uvloop
+
+        result = uvloop.run(run(args))
+    except ImportError:
+        result = asyncio.run(run(args))
+    sys.stdout.write(json.dumps(result) + "\n")
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
