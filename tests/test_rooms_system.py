@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import pytest
 from devstack.stack import Stack
 from realtime.close_codes import CloseCode
+from rooms_service.guard import hash_password
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
@@ -16,11 +17,13 @@ from tests.conftest import DEADLINE, closed_with, make_stack, recv, wait_until, 
 
 PASSWORD = "secret123"
 WRONG = "not-the-pass-77"
+VAULT_PASSWORD = "vault-pw-hashed"  # configured only as a salted hash
 
 
 @pytest.fixture(scope="module")
 def rooms_stack() -> Iterator[Stack]:
-    with make_stack("rooms=2", ROOM_PASSWORDS=json.dumps({"VIP": PASSWORD})) as running:
+    passwords = {"VIP": PASSWORD, "vault": hash_password(VAULT_PASSWORD, iterations=10_000)}
+    with make_stack("rooms=2", ROOM_PASSWORDS=json.dumps(passwords)) as running:
         yield running
 
 
@@ -124,6 +127,32 @@ async def test_right_password_joins_and_open_room_needs_none(rooms_stack: Stack)
         assert await recv(open_room) == "open hello"
 
 
+async def test_hashed_password_and_throttle_through_gateway(rooms_stack: Stack) -> None:
+    async with await ws(f"{rooms_stack.gateway_url}/ws/vault?pass={VAULT_PASSWORD}&format=json") as conn:
+        assert json.loads(await recv(conn))["type"] == "welcome"
+    for _ in range(5):  # AUTH_MAX_FAILURES: 5 a minute per (client address, room), counted on any replica
+        async with await ws(f"{rooms_stack.gateway_url}/ws/vault?pass={WRONG}") as conn:
+            assert await closed_with(conn) == (CloseCode.FORBIDDEN, "forbidden")
+    # then even the right password is refused without being checked, on both replicas (the gateway
+    # alternates them, and the replicas share their check results over NATS)
+    for _ in range(2):
+        async with await ws(f"{rooms_stack.gateway_url}/ws/vault?pass={VAULT_PASSWORD}") as conn:
+            assert await closed_with(conn) == (CloseCode.FORBIDDEN, "forbidden")
+    assert "refused 127.0.0.1 (throttled password)" in rooms_stack.all_logs()
+
+
+async def test_oversized_message_closes_1009_through_gateway(rooms_stack: Stack) -> None:
+    async with (
+        await ws(f"{rooms_stack.gateway_url}/ws/big", max_size=None) as conn,
+        await ws(f"{rooms_stack.gateway_url}/ws/big") as other,
+    ):
+        await conn.send("x" * (64 * 1024 + 1))
+        code, _ = await closed_with(conn)
+        assert code == CloseCode.MESSAGE_TOO_BIG
+        await other.send("still fine")
+        assert await recv(other) == "still fine"
+
+
 @pytest.mark.parametrize("path", ["a.b", "*", "%3E", "rooms.%3E", "a%20b", "x" * 65, "a%2Eb"])
 async def test_invalid_room_id_gets_1008_and_hears_nothing(rooms_stack: Stack, path: str) -> None:
     async with await ws(f"{rooms_stack.gateway_url}/ws/lobby") as chatter:
@@ -138,7 +167,8 @@ async def test_invalid_room_id_gets_1008_and_hears_nothing(rooms_stack: Stack, p
             )
         assert await recv(chatter) == "talking in the lobby"
     for subjects in nats_room_subjects(rooms_stack).values():
-        assert not [s for s in subjects if "*" in s or ">" in s or s.count(".") != 1]
+        rooms = [s for s in subjects if s.startswith("rooms.") and s != "rooms.auth.results"]
+        assert not [s for s in rooms if "*" in s or ">" in s or s.count(".") != 1 or " " in s]
 
 
 async def next_event(conn: ClientConnection, counts: list[int] | None = None) -> dict:

@@ -26,6 +26,12 @@ def client() -> Iterator[TestClient]:
         yield test_client
 
 
+def room_subjects(client: TestClient) -> list[str]:
+    """The bus subscriptions of rooms (the replica's one shared-throttle subscription left out)."""
+    subjects = [s.subject for s in client.app.state.bus._subscriptions]  # type: ignore[attr-defined]
+    return sorted(s for s in subjects if s != "rooms.auth.results")
+
+
 def closed_code(ws: Any) -> tuple[int, str]:
     with pytest.raises(WebSocketDisconnect) as info:
         ws.receive_text()
@@ -51,14 +57,13 @@ def test_message_reaches_every_member_sender_included_and_no_other_room(client: 
 
 def test_subscription_follows_local_membership(client: TestClient) -> None:
     rooms = client.app.state.rooms  # type: ignore[attr-defined]
-    bus = client.app.state.bus  # type: ignore[attr-defined]
     with client.websocket_connect("/ws/lobby") as a, client.websocket_connect("/ws/lobby") as b:
         a.send_text("x")
         b.receive_text()
         assert rooms.stats() == {"rooms": 1, "subscriptions": 1, "members": 2, "slow_consumers_cut_off": 0}
-        assert len(bus._subscriptions) == 1  # one per room, not one per member
+        assert room_subjects(client) == ["rooms.lobby"]  # one per room, not one per member
     assert client.get("/rooms").json()["subscriptions"] == 0
-    assert len(bus._subscriptions) == 0
+    assert room_subjects(client) == []
 
 
 @pytest.mark.parametrize(
@@ -105,7 +110,7 @@ def test_repeated_failures_are_throttled_even_with_the_right_password() -> None:
 def test_invalid_room_id_closes_1008(client: TestClient, path: str) -> None:
     with client.websocket_connect(path) as ws:
         assert closed_code(ws) == (CloseCode.POLICY_VIOLATION, "invalid room id")
-    assert len(client.app.state.bus._subscriptions) == 0  # type: ignore[attr-defined]
+    assert room_subjects(client) == []
 
 
 def test_unknown_format_closes_1008(client: TestClient) -> None:
@@ -166,3 +171,25 @@ def test_passwords_never_reach_a_log_line(client: TestClient, caplog: pytest.Log
     logged = "\n".join(r.getMessage() for r in caplog.records)
     assert "refused" in logged
     assert "wrong-guess-42" not in logged and "secret123" not in logged
+
+
+def test_failed_publish_closes_1013(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    async def no_bus(*args: object) -> None:
+        raise ConnectionError("NATS buffer full")
+
+    monkeypatch.setattr(client.app.state.rooms, "say", no_bus)  # type: ignore[attr-defined]
+    with client.websocket_connect("/ws/lobby") as ws:
+        ws.send_text("lost")
+        assert closed_code(ws) == (CloseCode.TRY_AGAIN_LATER, "messaging unavailable")
+
+
+def test_password_check_results_are_shared_and_applied(client: TestClient) -> None:
+    guard = client.app.state.guard  # type: ignore[attr-defined]
+    for _ in range(5):  # as if another replica saw five failures from this client
+        guard.heard("testclient", "VIP", False)
+    with client.websocket_connect("/ws/VIP?pass=secret123") as ws:
+        assert closed_code(ws) == (CloseCode.FORBIDDEN, "forbidden")
+    guard.heard("testclient", "VIP", True)  # a success elsewhere clears the count
+    with client.websocket_connect("/ws/VIP?pass=secret123") as ws:
+        ws.send_text("in")
+        assert ws.receive_text() == "in"

@@ -25,6 +25,7 @@ from rooms_service.guard import FailureThrottle, PasswordGuard, Verdict
 from rooms_service.limits import TokenBucket
 from rooms_service.room_ids import InvalidRoomId, validate_room_id
 from rooms_service.settings import RoomsSettings
+from rooms_service.throttle_sync import announcer, apply_others, results_subject
 
 logger = logging.getLogger(__name__)
 
@@ -38,15 +39,23 @@ def create_app(settings: RoomsSettings | None = None) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        rooms = Rooms(app.state.bus, settings)
+        bus, origin = app.state.bus, settings.instance_id
+        rooms = Rooms(bus, settings)
         app.state.rooms = rooms
-        heartbeat = asyncio.create_task(rooms.heartbeat(), name="presence heartbeat")
+        results = results_subject(settings.subject_prefix)
+        guard.announce = announcer(bus, results, origin)
+        tasks = [
+            asyncio.create_task(rooms.heartbeat(), name="presence heartbeat"),
+            asyncio.create_task(apply_others(bus, results, origin, guard), name="shared throttle"),
+        ]
         try:
             yield
         finally:
-            heartbeat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await heartbeat
+            for task in reversed(tasks):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            guard.announce = None
             await rooms.close()
 
     app = create_service_app(settings, lifespan=lifespan)
@@ -126,7 +135,8 @@ async def _relay(rooms: Rooms, room: Room, member: Member, bucket: TokenBucket) 
             return
         try:
             await rooms.say(room, member, text)
-        except BusUnavailable:
+        except Exception as exc:  # never connected, or NATS gone so long that nats-py's buffer is full
+            logger.warning("room %s: could not publish (%s)", room.id, type(exc).__name__)
             await _close(member, CloseCode.TRY_AGAIN_LATER, "messaging unavailable")
             return
 

@@ -9,10 +9,13 @@ import asyncio
 import base64
 import hashlib
 import hmac
+import logging
 import secrets
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
+
+logger = logging.getLogger(__name__)
 
 HASH_SCHEME = "pbkdf2_sha256"
 DEFAULT_ITERATIONS = 600_000  # OWASP's 2023 figure for PBKDF2-HMAC-SHA256
@@ -121,12 +124,28 @@ class Verdict:
     THROTTLED = "throttled"  # too many recent failures: refused without checking
 
 
+# (client address, room, succeeded): tells the other replicas, so the throttle holds across all of them.
+Announce = Callable[[str, str, bool], Awaitable[None]]
+
+
 class PasswordGuard:
     """Decides, before a client joins anything, whether it may enter a room."""
 
-    def __init__(self, passwords: Mapping[str, str], throttle: FailureThrottle) -> None:
+    def __init__(
+        self, passwords: Mapping[str, str], throttle: FailureThrottle, announce: Announce | None = None
+    ) -> None:
         self._rooms = {room: StoredPassword(value) for room, value in passwords.items()}
         self.throttle = throttle
+        self.announce = announce
+
+    def heard(self, client: str, room_id: str, succeeded: bool) -> None:
+        """Another replica checked a password of this room for this client."""
+        if room_id not in self._rooms:
+            return
+        if succeeded:
+            self.throttle.succeeded((client, room_id))
+        else:
+            self.throttle.failed((client, room_id))
 
     def guarded(self, room_id: str) -> bool:
         return room_id in self._rooms
@@ -146,6 +165,11 @@ class PasswordGuard:
             ok = stored.matches(candidate)
         if ok:
             self.throttle.succeeded(key)
-            return Verdict.ALLOWED
-        self.throttle.failed(key)
-        return Verdict.WRONG
+        else:
+            self.throttle.failed(key)
+        if self.announce is not None:
+            try:
+                await self.announce(client, room_id, ok)
+            except Exception as exc:  # the bus is away: this replica's throttle still holds
+                logger.info("could not share a password check result (%s)", type(exc).__name__)
+        return Verdict.ALLOWED if ok else Verdict.WRONG
