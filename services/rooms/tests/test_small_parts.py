@@ -74,3 +74,10 @@ def test_password_file_of_the_wrong_shape_fails_at_start(tmp_path: Path) -> None
 def test_subject_prefix_cannot_hold_wildcards() -> None:
     with pytest.raises(ValueError):
         RoomsSettings(subject_prefix="rooms.>")
+
+
+def test_a_guarded_room_with_an_invalid_id_fails_at_start() -> None:
+    from rooms_service.app import create_app
+
+    with pytest.raises(ValueError):
+        create_app(RoomsSettings(bus_url="memory://", room_passwords={"V.I.P": "x"}))

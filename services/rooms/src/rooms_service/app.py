@@ -16,7 +16,6 @@ from typing import Annotated, Any
 
 from fastapi import FastAPI, Query, WebSocket
 from realtime.app import create_service_app
-from realtime.bus import BusUnavailable
 from realtime.close_codes import CloseCode
 from realtime.serve import frame_writer
 
@@ -35,7 +34,10 @@ FORMATS = ("text", "json")
 def create_app(settings: RoomsSettings | None = None) -> FastAPI:
     settings = settings or RoomsSettings()
     throttle = FailureThrottle(settings.auth_max_failures, settings.auth_failure_window)
-    guard = PasswordGuard(settings.passwords(), throttle)  # a bad password setting fails at start
+    passwords = settings.passwords()
+    for room_id in passwords:  # a typo in a guarded room's id must not leave the real room open silently
+        validate_room_id(room_id, settings.room_id_max_length)
+    guard = PasswordGuard(passwords, throttle)  # a malformed hash fails here, at start
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -109,7 +111,8 @@ async def _session(
     member = Member(secrets.token_hex(6), websocket, frame_writer(websocket), json)
     try:
         room = await rooms.join(room_id, member)
-    except BusUnavailable:
+    except Exception as exc:  # never connected to NATS, or its reconnect buffer is full
+        logger.warning("room %s: could not join (%s)", room_id, type(exc).__name__)
         await _refuse(websocket, CloseCode.TRY_AGAIN_LATER, "messaging unavailable")
         return
     try:
