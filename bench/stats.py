@@ -211,6 +211,7 @@ def run_loadgen(url: str, pids: dict[str, int]) -> tuple[dict, dict[str, float]]
     argv = [sys.executable, "-m", "bench.stats", "--loadgen", url]
     argv += ["--clients", str(CLIENTS), "--ticks", str(TICKS), "--interval", str(INTERVAL)]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+    pids = pids | {"loadgen": proc.pid}
     events: dict[str, dict] = {}
     before: dict[str, float] = {}
     cpu: dict[str, float] = {}
@@ -224,6 +225,7 @@ def run_loadgen(url: str, pids: dict[str, int]) -> tuple[dict, dict[str, float]]
             elif event["event"] == "end":
                 after = cpu_seconds(pids)
                 cpu = {n: after[n] - before[n] for n in pids}
+                cpu["load"] = os.getloadavg()[0]
             if time.monotonic() > deadline:
                 raise RuntimeError("the stats benchmark ran past its deadline")
         proc.wait(timeout=30)
@@ -269,7 +271,7 @@ def print_table(rows: list[tuple[str, dict, dict[str, float]]]) -> None:
     )
     print(
         "| clients | pulses received / expected | tick to first client p50 ms | tick to last client "
-        "p50 / p99 / max ms | stats CPU ms per pulse | gateway CPU ms per pulse |"
+        "p50 / p99 / max ms | CPU ms per pulse: stats / gateway / load generator | machine load average |"
     )
     print("|---|---|---|---|---|---|")
     verdicts = []
@@ -281,7 +283,8 @@ def print_table(rows: list[tuple[str, dict, dict[str, float]]]) -> None:
         print(
             f"| {CLIENTS} {name} | {received} / {CLIENTS * len(ticks)} | {statistics.median(firsts):.1f} | "
             f"{statistics.median(lasts):.1f} / {percentile(lasts, 0.99):.1f} / {max(lasts):.1f} | "
-            f"{cpu['stats'] * 1000 / len(ticks):.1f} | {cpu['gateway'] * 1000 / len(ticks):.1f} |"
+            f"{cpu['stats'] * 1000 / len(ticks):.0f} / {cpu['gateway'] * 1000 / len(ticks):.0f} / "
+            f"{cpu['loadgen'] * 1000 / len(ticks):.0f} | {cpu['load']:.1f} |"
         )
         ok = max(lasts) <= TARGET_MS and received == CLIENTS * len(ticks) and not result["doubled"]
         verdicts.append(
