@@ -62,3 +62,10 @@ def test_a_client_that_disconnects_leaves_the_hub_at_once() -> None:
         with client.websocket_connect("/stats"):
             wait_for(lambda: len(hub.clients) == 1, "the client to join")
         wait_for(lambda: not hub.clients, "the client to leave")
+
+
+def test_readiness_includes_the_pulse_task() -> None:
+    with TestClient(create_app(settings(3600.0))) as client:
+        response = client.get("/readyz")
+        assert response.status_code == 200
+        assert response.json()["checks"] == {"bus": True, "pulse": True}

@@ -129,10 +129,12 @@ class Sampler:
         self.subject = sample_subject(service, instance)
         self.published = 0
         self.skipped = 0
-        self._process = psutil.Process()
+        self._process: psutil.Process | None = None  # made in the worker thread: it reads /proc too
 
     def measure(self, tick: int, connections: int) -> Sample:
         """Blocking (reads /proc): call it in a thread. CPU figures cover the time since the last call."""
+        if self._process is None:
+            self._process = psutil.Process()
         with self._process.oneshot():
             cpu = self._process.cpu_percent(interval=None)
             memory = self._process.memory_info().rss
