@@ -116,3 +116,10 @@ def test_an_empty_window_still_makes_a_pulse_with_no_instances() -> None:
     pulse = listening(Aggregator(INTERVAL)).build(T)
     assert pulse is not None
     assert (pulse["cpu"], pulse["instances"]) == (0.0, [])
+
+
+def test_samples_from_a_clock_far_ahead_are_not_hoarded() -> None:
+    agg = listening(Aggregator(INTERVAL))
+    agg.build(T)
+    assert agg.add(sample("rooms-1", T + 1))
+    assert not agg.add(sample("rooms-1", T + 50))

@@ -24,6 +24,7 @@ from realtime.pulse import Sample
 logger = logging.getLogger(__name__)
 
 MAX_INSTANCES = 10_000  # a bound on what a flood of junk samples can make this replica remember
+MAX_AHEAD = 2  # ticks a sample may be stamped ahead of the newest pulse (clock skew between hosts)
 
 Key = tuple[str, str]  # (service, instance)
 
@@ -67,7 +68,17 @@ class Aggregator:
             return False
         if self.built_through is not None and sample.tick + 1 <= self.built_through:
             self.late += 1
-            logger.info("late sample for tick %d from %s/%s", sample.tick, sample.service, sample.instance)
+            if self.late == 1 or self.late % 1000 == 0:
+                logger.warning(
+                    "late pulse samples: %d so far (the last for tick %d from %s/%s)",
+                    self.late,
+                    sample.tick,
+                    sample.service,
+                    sample.instance,
+                )
+            return False
+        if self.built_through is not None and sample.tick > self.built_through + MAX_AHEAD:
+            self.ignored += 1  # a host whose clock runs ahead: do not hoard its future samples
             return False
         key = (sample.service, sample.instance)
         history = self._history.get(key)
