@@ -157,7 +157,10 @@ class Sampler:
         while True:
             start = tick_start(tick, self.interval)
             await sleep_until(start + SAMPLE_PHASE * self.interval)
-            await self.sample_once(tick)
+            try:
+                await self.sample_once(tick)
+            except Exception:  # one failed reading must not silence this instance for good
+                logger.exception("pulse sample for tick %d failed", tick)
             tick = max(tick + 1, tick_of(time.time(), self.interval) + 1)
 
     async def sample_once(self, tick: int) -> bool:
