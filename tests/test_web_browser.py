@@ -176,6 +176,9 @@ def test_screenshots_and_phone_layout(browser: Browser, stack: Stack, console: C
     chart = page.locator("#cpu-chart")
     expect(chart).not_to_have_attribute("data-points", "0", timeout=DEADLINE_MS)
     expect(chart).not_to_have_attribute("data-points", "1", timeout=DEADLINE_MS)
+    # the pulse has caught up with this page's own sockets (echo, room, stats) at the gateway
+    gateway_connections = page.locator("#instances tbody tr", has_text="gateway").locator("td").nth(4)
+    expect(gateway_connections).not_to_have_text("0", timeout=DEADLINE_MS)
     page.screenshot(path=str(SCREENSHOTS / "page.png"), full_page=True)
     page.context.close()
 

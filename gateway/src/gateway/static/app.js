@@ -323,7 +323,10 @@ function setupPulse() {
     if (typeof pulse.cpu !== "number") return;
     const instances = Array.isArray(pulse.instances) ? pulse.instances : [];
     $("cpu-now").textContent = pulse.cpu.toFixed(1);
-    $("conn-now").textContent = instances.reduce((sum, i) => sum + (i.connections || 0), 0);
+    // Clients are the sessions at the gateway; each is counted again by the service behind it.
+    const gateways = instances.filter((i) => i.service === "gateway");
+    const front = gateways.length ? gateways : instances;
+    $("conn-now").textContent = front.reduce((sum, i) => sum + (i.connections || 0), 0);
     $("inst-now").textContent = instances.length;
     $("tick-now").textContent = `tick ${pulse.tick} · ${new Date((pulse.ts || Date.now() / 1000) * 1000).toLocaleTimeString([], { hour12: false })}`;
     showInstances(instances);
