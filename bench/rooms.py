@@ -6,12 +6,13 @@ single-process baselines written as users write them today, in the same run:
 
 Each target in turn (never two at once), one load generator process (bench/rooms_load.py) per target:
 1 000 members in one room, 10 of them sending 100-byte messages. Paced: 10 000 deliveries/s offered
-(10 messages/s), end-to-end latency p50/p99. Saturated: closed loop with 16 messages in flight,
+(10 messages/s, 10 s), end-to-end latency p50/p99. Saturated: closed loop with 16 messages in flight,
 deliveries per second. Bounded: every process started here is stopped, each load run has a deadline.
 
     make bench                      # every suite
     .venv/bin/python -m bench rooms
-    BENCH_ROOMS_MEMBERS=1000 BENCH_ROOMS_SECONDS=5 BENCH_ROOMS_OFFERED=10000 .venv/bin/python -m bench rooms
+    BENCH_ROOMS_MEMBERS=1000 BENCH_ROOMS_SECONDS=5 BENCH_ROOMS_PACED_SECONDS=10 BENCH_ROOMS_OFFERED=10000 \
+        .venv/bin/python -m bench rooms
 """
 
 import json
@@ -26,6 +27,7 @@ from devstack.stack import Stack, StackConfig, free_port
 MEMBERS = int(os.environ.get("BENCH_ROOMS_MEMBERS", "1000"))
 SENDERS = int(os.environ.get("BENCH_ROOMS_SENDERS", "10"))
 SECONDS = float(os.environ.get("BENCH_ROOMS_SECONDS", "5"))
+PACED_SECONDS = float(os.environ.get("BENCH_ROOMS_PACED_SECONDS", "10"))
 OFFERED = float(os.environ.get("BENCH_ROOMS_OFFERED", "10000"))
 WINDOW = int(os.environ.get("BENCH_ROOMS_WINDOW", "16"))
 LOAD_DEADLINE = 240.0  # seconds for one load generator run, connecting included
@@ -48,7 +50,8 @@ def run_load(url: str) -> dict:
         "--senders",
         str(SENDERS),
     ]
-    argv += ["--seconds", str(SECONDS), "--offered", str(OFFERED), "--window", str(WINDOW)]
+    argv += ["--seconds", str(SECONDS), "--paced-seconds", str(PACED_SECONDS)]
+    argv += ["--offered", str(OFFERED), "--window", str(WINDOW)]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=LOAD_DEADLINE, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"load generator failed ({done.returncode}):\n{done.stderr[-2000:]}")
@@ -111,7 +114,8 @@ def main() -> None:
 
 def print_table(results: dict[str, dict]) -> None:
     print(
-        f"One room, {MEMBERS} members, {SENDERS} senders, 100-byte messages; {SECONDS:g} s per phase; "
+        f"One room, {MEMBERS} members, {SENDERS} senders, 100-byte messages; paced {PACED_SECONDS:g} s, "
+        f"saturated {SECONDS:g} s; "
         "loopback, load generator in its own process, a shared 2-core machine (noisy: ratios matter).\n"
     )
     print(

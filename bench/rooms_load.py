@@ -211,7 +211,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
 
     # paced: a steady offered rate
     rate = args.offered / args.members
-    count = max(1, int(rate * args.seconds))
+    count = max(1, int(rate * args.paced_seconds))
     before = tracker.deliveries
     start = loop.time()
     for k in range(count):
@@ -271,7 +271,8 @@ def main() -> None:
     parser.add_argument("url", help="ws://host:port/path; {i} in the path becomes the member's number")
     parser.add_argument("--members", type=int, default=1000)
     parser.add_argument("--senders", type=int, default=10)
-    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--seconds", type=float, default=5.0, help="length of the saturated phase")
+    parser.add_argument("--paced-seconds", type=float, default=10.0, help="length of the paced phase")
     parser.add_argument("--offered", type=float, default=10_000.0, help="deliveries/s offered when paced")
     parser.add_argument("--window", type=int, default=16, help="messages in flight when saturated")
     args = parser.parse_args()
