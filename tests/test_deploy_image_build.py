@@ -59,8 +59,11 @@ def replay(dockerfile: Path, work: Path) -> Path:
     if "UV_CACHE_DIR" in os.environ:
         env["UV_CACHE_DIR"] = os.environ["UV_CACHE_DIR"]
     uv_runs = 0
+    workdir = "/"
     for keyword, args in build_stage(dockerfile):
-        if keyword == "COPY":
+        if keyword == "WORKDIR":
+            workdir = args
+        elif keyword == "COPY":
             *sources, target = shlex.split(args)
             assert not any(s.startswith("--") for s in sources), args
             for source in sources:
@@ -81,7 +84,7 @@ def replay(dockerfile: Path, work: Path) -> Path:
             for mount in mounts:
                 options = dict(part.split("=", 1) for part in mount.split(","))
                 if options["type"] == "bind":
-                    target = src / options["target"]
+                    target = src / Path(workdir, options["target"]).relative_to(workdir)
                     assert not target.exists(), f"{target} would hide a copied file"
                     target.parent.mkdir(parents=True, exist_ok=True)
                     shutil.copy2(ROOT / options["source"], target)
