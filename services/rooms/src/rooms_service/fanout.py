@@ -64,8 +64,8 @@ class Room:
     def total(self) -> int:
         return self.presence.total(len(self.members))
 
-    async def open(self, bus: Bus, deliver: Deliver) -> None:
-        self._subscription = bus.subscribe(self.subject)
+    async def open(self, bus: Bus, deliver: Deliver, queue_limit: int) -> None:
+        self._subscription = bus.subscribe(self.subject, max_pending=queue_limit)
         subscription = await self._subscription.__aenter__()
         self._task = asyncio.create_task(self._listen(subscription, deliver), name=f"room {self.id}")
 
@@ -115,7 +115,7 @@ class Rooms:
             if room is None:
                 expiry = 3 * self._settings.presence_interval
                 room = Room(room_id, room_subject(self._settings.subject_prefix, room_id), Presence(expiry))
-                await room.open(self._bus, self._deliver)
+                await room.open(self._bus, self._deliver, self._settings.room_queue_limit)
                 self._rooms[room_id] = room
             room.members[member.id] = member
             echo = room.joining[member.id] = asyncio.get_running_loop().create_future()

@@ -29,6 +29,10 @@ class RoomsSettings(ServiceSettings):
     # Bytes a member may leave unread in its outgoing buffer before it is cut off as a slow consumer.
     send_buffer_limit: int = Field(default=1024 * 1024, ge=64 * 1024)
 
+    # Events from NATS a replica may hold for one room before it drops (and logs) the newest: a bound on
+    # memory when a replica cannot keep up with a room (with WS_MAX_SIZE 64 KiB: at most 64 MiB a room).
+    room_queue_limit: int = Field(default=1024, ge=16)
+
     subject_prefix: str = "rooms"
     # Seconds between presence heartbeats (each replica's member count per room); a replica that has
     # not been heard for three intervals no longer counts.
