@@ -20,12 +20,17 @@ from pathlib import Path
 
 import pytest
 from devstack.stack import GATEWAY_MODULE, SERVICES
+from realtime.close_codes import CloseCode
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
 
 from tests.support.deploy import ROOT, instructions, member_of
 
 MODULES = [module for module, _ in SERVICES.values()] + [GATEWAY_MODULE]
 IGNORED = shutil.ignore_patterns("tests", "__pycache__", "*.pyc", ".pytest_cache", "*.egg-info", ".venv")
 DEADLINE = 10.0
+# A WebSocket path per service, to check that SIGTERM closes a connected client with 1001.
+WS_PATHS = {"echo_service": "/echo", "rooms_service": "/ws/lobby", "stats_service": "/stats"}
 
 
 def uv_binary() -> str:
@@ -154,6 +159,11 @@ def test_build_stage_installs_only_its_member_and_the_image_command_serves(
                 break
             time.sleep(0.1)
         assert (check.returncode == 0) == expect_ready, check.stderr
+        client = None
+        if module in WS_PATHS:
+            client = connect(
+                f"ws://127.0.0.1:{port}{WS_PATHS[module]}", open_timeout=DEADLINE, compression=None
+            )
     finally:
         server.terminate()  # SIGTERM, as a container stop sends
         try:
@@ -168,3 +178,9 @@ def test_build_stage_installs_only_its_member_and_the_image_command_serves(
     # uvicorn shuts down gracefully (lifespan, bus drain), then re-raises the signal it caught: 143 in Docker.
     assert code in (0, -signal.SIGTERM), log
     assert "Application shutdown complete" in log, log
+    if client is not None:
+        # The connected client was told to go elsewhere: 1001, not a dropped connection.
+        with client, pytest.raises(ConnectionClosed) as closed:
+            while True:
+                client.recv(timeout=DEADLINE)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == CloseCode.GOING_AWAY, closed.value
