@@ -215,3 +215,28 @@ def test_ingress_routes_to_the_gateway_with_websocket_timeouts(tmp_path: Path, o
     (rule,) = ingress["spec"]["rules"]
     (path,) = rule["http"]["paths"]
     assert path["backend"]["service"] == {"name": "gateway", "port": {"name": "http"}}
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_pod_meets_the_restricted_pod_security_standard(tmp_path: Path, overlay: str) -> None:
+    """The namespaces enforce `restricted`: a pod that misses one of these is refused by the cluster."""
+    objects = render(tmp_path, overlay)
+    (namespace,) = by_kind(objects, "Namespace").values()
+    assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+    workloads = [o for o in objects if o["kind"] in ("Deployment", "StatefulSet", "DaemonSet", "Job")]
+    assert len(workloads) == len(APPS) + 1
+    for workload in workloads:
+        pod = workload["spec"]["template"]["spec"]
+        name = workload["metadata"]["name"]
+        assert pod["securityContext"]["runAsNonRoot"] is True, name
+        assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault", name
+        assert not any(v.get("hostPath") for v in pod.get("volumes", [])), name
+        assert not (pod.get("hostNetwork") or pod.get("hostPID") or pod.get("hostIPC")), name
+        for c in pod["containers"] + pod.get("initContainers", []):
+            security = c["securityContext"]
+            assert security["allowPrivilegeEscalation"] is False, (name, c["name"])
+            assert security["capabilities"]["drop"] == ["ALL"], (name, c["name"])
+            assert not security.get("capabilities", {}).get("add"), (name, c["name"])
+            assert security["readOnlyRootFilesystem"] is True, (name, c["name"])
+            assert not security.get("privileged"), (name, c["name"])
+            assert all(p.get("hostPort") is None for p in c.get("ports", [])), (name, c["name"])
