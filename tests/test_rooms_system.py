@@ -294,3 +294,18 @@ async def test_nats_restart_restores_room_subscriptions_without_reconnecting() -
             await one.send("after from 1")
             for conn in (one, two):
                 assert sorted([await recv(conn), await recv(conn)]) == ["after from 1", "after from 2"]
+
+
+async def test_stopping_replica_says_1001_and_the_others_see_its_members_leave() -> None:
+    with make_stack("rooms=2") as stack:
+        async with (
+            await ws(f"{replica_url(stack, 'rooms-1')}/ws/drain?format=json") as stays,
+            await ws(f"{replica_url(stack, 'rooms-2')}/ws/drain") as goes,
+        ):
+            assert (await next_event(stays))["type"] == "welcome"
+            joined = await next_event(stays)
+            assert (joined["type"], joined["count"]) == ("join", 2)
+            stack.stop_process("rooms-2")  # SIGTERM: a graceful stop
+            assert await closed_with(goes) == (CloseCode.GOING_AWAY, "server shutting down")
+            left = await next_event(stays)
+            assert (left["type"], left["member"], left["count"]) == ("leave", joined["member"], 1)
