@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import signal
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -309,3 +310,20 @@ async def test_stopping_replica_says_1001_and_the_others_see_its_members_leave()
             assert await closed_with(goes) == (CloseCode.GOING_AWAY, "server shutting down")
             left = await next_event(stays)
             assert (left["type"], left["member"], left["count"]) == ("leave", joined["member"], 1)
+
+
+async def test_a_crashed_replicas_members_stop_counting_after_three_heartbeats() -> None:
+    with make_stack("rooms=2", PRESENCE_INTERVAL="0.5") as stack:
+        async with (
+            await ws(f"{replica_url(stack, 'rooms-1')}/ws/crash?format=json") as stays,
+            await ws(f"{replica_url(stack, 'rooms-2')}/ws/crash"),
+        ):
+            assert (await next_event(stays))["type"] == "welcome"
+            assert (await next_event(stays))["count"] == 2
+            stack.stop_process("rooms-2", signal.SIGKILL)  # no leave is ever announced
+            counts: list[int] = []
+            async with asyncio.timeout(DEADLINE):
+                while counts[-1:] != [1]:
+                    event = json.loads(await recv(stays))
+                    assert event["type"] == "members"
+                    counts.append(event["count"])
