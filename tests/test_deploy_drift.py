@@ -196,6 +196,13 @@ def test_room_passwords_are_configured_in_both(compose: dict, cluster: list[dict
     assert in_compose | in_cluster <= known
 
 
+@pytest.mark.parametrize("service", sorted(SERVICES))
+def test_services_trust_the_gateways_forwarded_for(service: str, compose: dict, cluster: list[dict]) -> None:
+    # Behind the gateway every client would otherwise have the gateway's address (one throttle bucket).
+    assert compose[service]["environment"].get("FORWARDED_ALLOW_IPS") == "*"
+    assert env_values(container(by_kind(cluster, "Deployment")[service])).get("FORWARDED_ALLOW_IPS") == "*"
+
+
 def test_launcher_plan_is_read_from_devstack(plan: dict[str, Planned]) -> None:
     # Guards the guard: if devstack's plan could not be read, every comparison above would be vacuous.
     assert {"echo", "rooms", "stats", "gateway", "nats"} <= set(plan)
