@@ -1,5 +1,7 @@
 """The foundation, end to end: real nats-server, each service its own process, the real gateway."""
 
+import asyncio
+import json
 import signal
 import urllib.parse
 import urllib.request
@@ -9,7 +11,7 @@ from devstack.stack import Stack
 from realtime.close_codes import CloseCode
 from websockets.exceptions import InvalidStatus
 
-from tests.conftest import closed_with, make_stack, recv, wait_until, ws
+from tests.conftest import DEADLINE, closed_with, make_stack, recv, wait_until, ws
 
 
 async def test_echo_text_through_gateway(stack: Stack) -> None:
@@ -154,3 +156,22 @@ async def test_stopped_gateway_refuses_new_connections() -> None:
         stack.stop_process("gateway")
         with pytest.raises((OSError, InvalidStatus)):
             await ws(f"{stack.gateway_url}/echo")
+
+
+async def test_gateway_workers_share_the_port_report_apart_and_stop_with_1001() -> None:
+    with make_stack(GATEWAY_WORKERS="2", PULSE_INTERVAL="0.5") as stack:
+        conns = [await ws(f"{stack.gateway_url}/echo?n={i}") for i in range(8)]
+        for i, conn in enumerate(conns):
+            await conn.send(f"n{i}")
+            assert await recv(conn) == f"Echo: n{i}"
+        # each worker is an instance of its own in the pulse, and together they hold every client
+        async with await ws(f"{stack.gateway_url}/stats") as pulse_conn, asyncio.timeout(DEADLINE * 2):
+            while True:
+                pulse = json.loads(await recv(pulse_conn))
+                workers = [i for i in pulse["instances"] if i["service"] == "gateway"]
+                if len(workers) == 2 and sum(w["connections"] for w in workers) == len(conns) + 1:
+                    break
+        assert all(w["instance"].startswith("gateway-1-p") for w in workers)
+        stack.processes["gateway"].popen.send_signal(signal.SIGTERM)
+        for conn in conns:
+            assert await closed_with(conn) == (CloseCode.GOING_AWAY, "gateway shutting down")

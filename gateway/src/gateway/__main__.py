@@ -1,6 +1,10 @@
 """``python -m gateway``: the public entry point, splicing WebSocket paths to their upstreams."""
 
-from realtime.serve import serve
+import os
+
+from fastapi import FastAPI
+from realtime.logs import setup_logging
+from realtime.serve import serve, serve_workers
 
 from gateway.app import create_app
 from gateway.settings import GatewaySettings
@@ -9,7 +13,20 @@ from gateway.splice import GatewayWebSocketProtocol
 
 def main() -> None:
     settings = GatewaySettings()
-    serve(lambda: create_app(settings), settings, ws=GatewayWebSocketProtocol)
+    workers = settings.gateway_workers
+    if workers > 1:
+        serve_workers("gateway.__main__:worker_app", settings, workers, ws=GatewayWebSocketProtocol)
+    else:
+        serve(lambda: create_app(settings), settings, ws=GatewayWebSocketProtocol)
+
+
+def worker_app() -> FastAPI:
+    """The app of one of several gateway worker processes; uvicorn calls this in each worker."""
+    settings = GatewaySettings()
+    # Each worker is an instance of its own in the pulse: the gateway's id and the worker's pid.
+    settings.instance_id = f"{settings.instance_id}-p{os.getpid()}"
+    setup_logging(settings.log_level)
+    return create_app(settings)
 
 
 if __name__ == "__main__":

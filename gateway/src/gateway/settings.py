@@ -1,6 +1,6 @@
 from typing import Annotated
 
-from pydantic import field_validator
+from pydantic import Field, field_validator
 from pydantic_settings import NoDecode
 from realtime.settings import ServiceSettings
 
@@ -17,6 +17,9 @@ class GatewaySettings(ServiceSettings):
         "rooms": ["127.0.0.1:8201"],
         "stats": ["127.0.0.1:8301"],
     }
+    # Processes sharing the gateway's port. One per container (scale with replicas there); on one
+    # machine, one per core lets a large fan-out use every core (each relayed frame costs two TCP sends).
+    gateway_workers: int = Field(default=1, ge=1, le=64)
     upstream_connect_timeout: float = 2.0
     upstream_handshake_timeout: float = 5.0
     upstream_probe_interval: float = 2.0

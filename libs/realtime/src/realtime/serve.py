@@ -6,6 +6,7 @@ from typing import Any
 import uvicorn
 from fastapi import FastAPI, WebSocket
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from uvicorn.supervisors import Multiprocess
 
 from realtime.close_codes import CloseCode
 from realtime.logs import setup_logging
@@ -87,7 +88,7 @@ class GracefulWebSocketProtocol(WebSocketsSansIOProtocol):
 
 
 def uvicorn_config(
-    app_factory: Callable[[], FastAPI],
+    app_factory: Callable[[], FastAPI] | str,
     settings: ServiceSettings,
     *,
     ws: type | str = GracefulWebSocketProtocol,
@@ -121,3 +122,14 @@ def serve(
     """Blocks until SIGINT/SIGTERM: then clients get 1001, the lifespan drains the bus, and it exits."""
     setup_logging(settings.log_level)
     uvicorn.Server(uvicorn_config(app_factory, settings, ws=ws)).run()
+
+
+def serve_workers(app_factory: str, settings: ServiceSettings, workers: int, *, ws: type | str) -> None:
+    """Like ``serve``, in ``workers`` processes sharing one listening socket (the kernel spreads the
+    connections). ``app_factory`` is an import string called in each worker, which builds its settings
+    from the environment and sets up its own logging. SIGTERM to this process reaches every worker, and
+    each closes its clients with 1001."""
+    setup_logging(settings.log_level)
+    config = uvicorn_config(app_factory, settings, ws=ws)
+    config.workers = workers
+    Multiprocess(config, sockets=[config.bind_socket()]).run()
