@@ -36,11 +36,14 @@ BASELINES = {
     "FastAPI ConnectionManager (1 process)": ("bench.rooms_baseline_manager:app", "/ws/{i}"),
     "broadcaster memory:// (1 process)": ("bench.rooms_baseline_broadcaster:app", "/ws/bench"),
 }
-# The gateway in 2 worker processes uses both cores for the relay (each relayed frame costs two TCP
-# sends); the single-process gateway is shown beside it.
-OURS = "rooms: 2 replicas + gateway (2 workers) + NATS"
-OURS_ONE = "rooms: 2 replicas + gateway (1 process) + NATS"
-OURS_WORKERS = {OURS: "2", OURS_ONE: "1"}
+# Our rows: (gateway worker processes, gateway->service over Unix sockets). Each relayed frame costs the
+# gateway a send to the client; over TCP the service's send to the gateway costs about as much again.
+OURS = "rooms: 2 replicas + gateway (2 workers, Unix-socket upstreams) + NATS"
+OURS_WORKERS = {
+    OURS: ("2", True),
+    "rooms: 2 replicas + gateway (2 workers, TCP upstreams) + NATS": ("2", False),
+    "rooms: 2 replicas + gateway (1 process, TCP upstreams) + NATS": ("1", False),
+}
 
 
 def run_load(url: str) -> dict:
@@ -100,18 +103,20 @@ def run_baseline(app: str, path: str) -> dict:
             server.wait(5)
 
 
-def run_ours(gateway_workers: str) -> dict:
+def run_ours(gateway_workers: str, unix_sockets: bool) -> dict:
     env = {"LOG_LEVEL": "warning", "ACCESS_LOG": "false", "MESSAGE_RATE": "100000", "MESSAGE_BURST": "100000"}
     env["GATEWAY_WORKERS"] = gateway_workers
-    with Stack(StackConfig.for_tests("rooms=2", **env)) as stack:
+    config = StackConfig.for_tests("rooms=2", **env)
+    config.unix_sockets = unix_sockets
+    with Stack(config) as stack:
         return run_load(f"{stack.gateway_url}/ws/bench")
 
 
 def main() -> None:
     results: dict[str, dict] = {}
-    for name, workers in OURS_WORKERS.items():
+    for name, (workers, unix_sockets) in OURS_WORKERS.items():
         print(f"{name} ...", file=sys.stderr, flush=True)
-        results[name] = run_ours(workers)
+        results[name] = run_ours(workers, unix_sockets)
     for name, (app, path) in BASELINES.items():
         print(f"{name} ...", file=sys.stderr, flush=True)
         results[name] = run_baseline(app, path)

@@ -16,9 +16,12 @@ HERE = Path(__file__).parent
 DEADLINE = 10.0  # seconds any single expected event may take before the test fails
 
 
-def make_stack(scale: str = "", extra: dict[str, tuple[str, str]] | None = None, **env: str) -> Stack:
+def make_stack(
+    scale: str = "", extra: dict[str, tuple[str, str]] | None = None, unix_sockets: bool = False, **env: str
+) -> Stack:
     config = StackConfig.for_tests(scale, **env)
     config.extra_services = extra or {}
+    config.unix_sockets = unix_sockets
     # the test-only upstreams live in tests/support
     config.env["PYTHONPATH"] = os.pathsep.join([str(HERE.parent), os.environ.get("PYTHONPATH", "")])
     return Stack(config)

@@ -41,7 +41,7 @@ async def test_path_query_and_subprotocol_reach_upstream_unchanged(stack: Stack)
     async with await ws(url, subprotocols=["chat.v2", "chat.v1"]) as conn:
         assert conn.subprotocol == "chat.v2"
         await conn.send("ping")
-        assert await recv(conn) == "/closer|room=a%20b&x=1&x=2&pass=hunter2|chat.v2|ping"
+        assert await recv(conn) == "/closer|room=a%20b&x=1&x=2&pass=hunter2|chat.v2|ping|127.0.0.1"
 
 
 @pytest.mark.parametrize(("code", "reason"), [(4003, "forbidden"), (1008, "invalid room id"), (4999, "")])
@@ -175,3 +175,25 @@ async def test_gateway_workers_share_the_port_report_apart_and_stop_with_1001() 
         stack.processes["gateway"].popen.send_signal(signal.SIGTERM)
         for conn in conns:
             assert await closed_with(conn) == (CloseCode.GOING_AWAY, "gateway shutting down")
+
+
+async def test_unix_socket_upstreams_carry_traffic_and_the_client_address() -> None:
+    extra = {"closer": ("tests.support.closer", "/closer")}
+    with make_stack("echo=2", extra=extra, unix_sockets=True) as stack:
+        upstreams = json.loads(stack.processes["gateway"].env["UPSTREAMS"])
+        assert all(u.startswith("unix:") for u in upstreams["echo"])
+        for i in range(4):
+            async with await ws(f"{stack.gateway_url}/echo?u={i}") as conn:
+                await conn.send("over a unix socket")
+                assert await recv(conn) == "Echo: over a unix socket"
+        # the upstream trusts the gateway's X-Forwarded-For on its Unix socket: it sees the real client
+        async with await ws(f"{stack.gateway_url}/closer?x=1", subprotocols=["v1"]) as conn:
+            await conn.send("who am i")
+            assert await recv(conn) == "/closer|x=1|v1|who am i|127.0.0.1"
+        # and a mid-session loss is still 1012
+        async with await ws(f"{stack.gateway_url}/echo") as conn:
+            await conn.send("before")
+            await recv(conn)
+            for replica in ("echo-1", "echo-2"):
+                stack.stop_process(replica, signal.SIGKILL)
+            assert await closed_with(conn) == (CloseCode.SERVICE_RESTART, "upstream restarted")

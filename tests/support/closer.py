@@ -1,8 +1,9 @@
 """A test-only upstream: closes with the code and reason it is asked for, and reports what it saw.
 
 ``/closer?code=4003&reason=forbidden`` accepts (with the first offered subprotocol) and closes with that
-code. Without ``code`` it echoes what it hears as ``path|query|subprotocol|text`` and logs the close code
-the client sent, so a test can prove both directions of the gateway relay.
+code. Without ``code`` it echoes what it hears as ``path|query|subprotocol|text|client`` (the client
+address it believes, from the gateway's X-Forwarded-For) and logs the close code the client sent, so a
+test can prove both directions of the gateway relay.
 """
 
 import logging
@@ -31,7 +32,8 @@ def create_app(settings: ServiceSettings) -> FastAPI:
                 text = await websocket.receive_text()
                 query = websocket.scope["query_string"].decode()
                 chosen = offered[0] if offered else ""
-                await websocket.send_text(f"{websocket.url.path}|{query}|{chosen}|{text}")
+                client = websocket.client.host if websocket.client else "-"
+                await websocket.send_text(f"{websocket.url.path}|{query}|{chosen}|{text}|{client}")
         except WebSocketDisconnect as exc:
             logger.info("client closed with %s %s", exc.code, exc.reason)
 

@@ -22,7 +22,7 @@ from realtime.serve import GracefulWebSocketProtocol
 
 from gateway.frames import FrameTracker, accept_key, close_frame
 from gateway.proxy import Proxy
-from gateway.upstreams import Address, UpstreamPool
+from gateway.upstreams import Address, UpstreamPool, open_transport
 
 logger = logging.getLogger("gateway.access")
 
@@ -306,13 +306,12 @@ class GatewayWebSocketProtocol(asyncio.Protocol):
 
     async def _try_upstream(self, address: Address, head: bytes, settings: Any) -> int:
         """Connect to one replica and forward the upgrade; returns the upstream's HTTP status."""
-        loop = asyncio.get_running_loop()
         side = UpstreamSide(self)
         status = 0
         try:
             try:
                 async with asyncio.timeout(settings.upstream_connect_timeout):
-                    await loop.create_connection(lambda: side, *address)
+                    await open_transport(address, lambda: side)
             except (OSError, TimeoutError) as exc:
                 raise UpstreamRefused(str(exc) or type(exc).__name__) from None
             self.upstream = side

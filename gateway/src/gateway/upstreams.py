@@ -6,18 +6,31 @@ import ipaddress
 import itertools
 import logging
 import socket
+from collections.abc import Callable
 
 logger = logging.getLogger(__name__)
 
 Address = tuple[str, int]
 
 
+UNIX = "unix:"
+
+
 def parse_target(target: str) -> tuple[str, int]:
-    """``host:port`` (or ``[v6]:port``) -> (host, port)."""
+    """``host:port`` (or ``[v6]:port``) -> (host, port); ``unix:/path`` -> ("unix:/path", 0)."""
+    if target.startswith(UNIX):
+        if len(target) == len(UNIX):
+            raise ValueError(f"upstream {target!r} needs a socket path")
+        return target, 0
     host, sep, port = target.rpartition(":")
     if not sep or not port.isdigit():
         raise ValueError(f"upstream {target!r} must be host:port")
     return host.strip("[]"), int(port)
+
+
+def _is_literal(host: str) -> bool:
+    """An IP address or a Unix socket: nothing to resolve."""
+    return host.startswith(UNIX) or _is_ip(host)
 
 
 def _is_ip(host: str) -> bool:
@@ -42,7 +55,7 @@ class UpstreamPool:
             raise ValueError(f"upstream {name!r} has no replicas")
         self.name = name
         self.targets = [parse_target(t) for t in targets]
-        self.addresses: list[Address] = [(h, p) for h, p in self.targets if _is_ip(h)]
+        self.addresses: list[Address] = [(h, p) for h, p in self.targets if _is_literal(h)]
         self.reachable: set[Address] = set()  # answered its last health probe
         self.down: set[Address] = set()  # failed its last probe or refused the last connection
         self._turn = itertools.count()
@@ -66,7 +79,7 @@ class UpstreamPool:
         loop = asyncio.get_running_loop()
         found: list[Address] = []
         for host, port in self.targets:
-            if _is_ip(host):
+            if _is_literal(host):
                 found.append((host, port))
                 continue
             try:
@@ -96,11 +109,11 @@ class UpstreamPool:
 
 
 async def _healthz_ok(address: Address, deadline: float) -> bool:
-    host, port = address
+    host = "localhost" if address[0].startswith(UNIX) else address[0]
     writer = None
     try:
         async with asyncio.timeout(deadline):
-            reader, writer = await asyncio.open_connection(host, port)
+            reader, writer = await open_stream(address)
             writer.write(f"GET /healthz HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
             status_line = await reader.readline()
             return status_line.split(b" ", 2)[1:2] == [b"200"]
@@ -111,3 +124,20 @@ async def _healthz_ok(address: Address, deadline: float) -> bool:
             writer.close()
             with contextlib.suppress(OSError):
                 await writer.wait_closed()
+
+
+async def open_stream(address: Address) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    host, port = address
+    if host.startswith(UNIX):
+        return await asyncio.open_unix_connection(host[len(UNIX) :])
+    return await asyncio.open_connection(host, port)
+
+
+async def open_transport(address: Address, protocol_factory: Callable[[], asyncio.Protocol]) -> None:
+    """Connect ``protocol_factory()`` to one replica, over TCP or a Unix socket."""
+    loop = asyncio.get_running_loop()
+    host, port = address
+    if host.startswith(UNIX):
+        await loop.create_unix_connection(protocol_factory, host[len(UNIX) :])
+    else:
+        await loop.create_connection(protocol_factory, host, port)

@@ -1,5 +1,8 @@
 """Runs a service under uvicorn with the platform's transport choices, the same way everywhere."""
 
+import contextlib
+import os
+import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -74,6 +77,11 @@ class GracefulWebSocketProtocol(WebSocketsSansIOProtocol):
         super().handle_connect(event)
         if getattr(self, "scope", None) is not None:
             self.scope["extensions"][FRAME_WRITER] = FrameWriter(self)  # type: ignore[index]
+            if self.scope.get("client") is None and isinstance(
+                self.transport.get_extra_info("sockname"), str
+            ):
+                # A Unix-socket peer has no address; "unix" lets FORWARDED_ALLOW_IPS trust the gateway there.
+                self.scope["client"] = ("unix", 0)
 
     def shutdown(self) -> None:
         if self.handshake_complete and not self.close_sent:
@@ -119,9 +127,31 @@ def serve(
     *,
     ws: type | str = GracefulWebSocketProtocol,
 ) -> None:
-    """Blocks until SIGINT/SIGTERM: then clients get 1001, the lifespan drains the bus, and it exits."""
+    """Blocks until SIGINT/SIGTERM: then clients get 1001, the lifespan drains the bus, and it exits.
+
+    With ``settings.uds`` the same server also listens on that Unix socket."""
     setup_logging(settings.log_level)
-    uvicorn.Server(uvicorn_config(app_factory, settings, ws=ws)).run()
+    config = uvicorn_config(app_factory, settings, ws=ws)
+    server = uvicorn.Server(config)
+    if settings.uds is None:
+        server.run()
+        return
+    sockets = [config.bind_socket(), unix_listener(settings.uds)]
+    try:
+        server.run(sockets=sockets)
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(settings.uds)
+
+
+def unix_listener(path: str) -> socket.socket:
+    """A Unix stream socket bound at ``path`` (a stale file from a crashed run is replaced)."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.bind(path)
+    os.chmod(path, 0o660)  # the owner's processes only: whoever connects here is trusted as a proxy
+    return sock
 
 
 def serve_workers(app_factory: str, settings: ServiceSettings, workers: int, *, ws: type | str) -> None:

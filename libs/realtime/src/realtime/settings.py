@@ -36,7 +36,10 @@ class ServiceSettings(BaseSettings):
     shutdown_timeout: float = 10.0
     # Proxies whose X-Forwarded-For names the client (the gateway): its address must be listed, or every
     # client looks like the gateway. "*" where only the gateway can reach a service (compose, Kubernetes).
-    forwarded_allow_ips: str = "127.0.0.1"
+    # "unix" stands for a peer on the UDS socket below (uvicorn sees no address there).
+    forwarded_allow_ips: str = "127.0.0.1,unix"
+    # Also listen on this Unix socket: on one machine the gateway reaches the service without TCP's cost.
+    uds: str | None = None
 
     # The pulse: every instance samples itself once per tick of this many seconds (aligned to the clock).
     pulse_interval: float = Field(default=5.0, ge=0.05)

@@ -20,6 +20,7 @@ def config_from_env() -> StackConfig:
         log_dir=Path(env.get("STACK_LOG_DIR", ".stack/logs")),
         echo_logs=env.get("STACK_QUIET", "") in ("", "0", "false"),
         fixed_ports=env.get("STACK_FREE_PORTS", "") in ("", "0", "false"),
+        unix_sockets=env.get("STACK_UNIX_SOCKETS", "") not in ("", "0", "false"),
     )
 
 

@@ -32,7 +32,7 @@ SERVICES: dict[str, tuple[str, int]] = {
 }
 GATEWAY_MODULE = "gateway"
 # Variables the launcher sets per process; everything else in the environment passes through.
-PER_PROCESS = ("PORT", "HOST", "BUS_URL", "SERVICE_NAME", "INSTANCE_ID", "UPSTREAMS", "ROUTES")
+PER_PROCESS = ("PORT", "HOST", "BUS_URL", "SERVICE_NAME", "INSTANCE_ID", "UPSTREAMS", "ROUTES", "UDS")
 
 
 def free_port() -> int:
@@ -86,6 +86,8 @@ class StackConfig:
     nats_monitor_port: int = 8222
     fixed_ports: bool = True  # False: every process on a free loopback port (tests)
     env: dict[str, str] = field(default_factory=dict)  # extra settings for every service
+    # The gateway reaches each service over a Unix socket in the log folder (TCP stays for health).
+    unix_sockets: bool = False
     # Test-only upstreams: name -> (python module, gateway route pattern); free ports.
     extra_services: dict[str, tuple[str, str]] = field(default_factory=dict)
     log_dir: Path | None = None
@@ -146,14 +148,14 @@ class Stack:
             upstreams[service] = []
             for i in range(1, cfg.scale.get(service, 1) + 1):
                 port = base + i - 1 if cfg.fixed_ports else free_port()
-                self._add_service(f"{service}-{i}", service, module, port, "/readyz")
-                upstreams[service].append(f"127.0.0.1:{port}")
+                upstreams[service].append(
+                    self._add_service(f"{service}-{i}", service, module, port, "/readyz")
+                )
 
         routes = {"/echo": "echo", "/ws/{room_id}": "rooms", "/stats": "stats"}
         for service, (module, route) in cfg.extra_services.items():
             port = free_port()
-            self._add_service(f"{service}-1", service, module, port, "/healthz")
-            upstreams[service] = [f"127.0.0.1:{port}"]
+            upstreams[service] = [self._add_service(f"{service}-1", service, module, port, "/healthz")]
             routes[route] = service
 
         env = self._service_env("gateway", "gateway-1", cfg.gateway_port)
@@ -175,9 +177,15 @@ class Stack:
             "INSTANCE_ID": instance,
         }
 
-    def _add_service(self, name: str, service: str, module: str, port: int, health_path: str) -> None:
+    def _add_service(self, name: str, service: str, module: str, port: int, health_path: str) -> str:
+        """Plan one service replica; returns how the gateway reaches it (an UPSTREAMS entry)."""
         env = self._service_env(service, name, port)
+        upstream = f"127.0.0.1:{port}"
+        if self.config.unix_sockets:
+            env["UDS"] = str(self.log_dir.resolve() / f"{name}.sock")
+            upstream = f"unix:{env['UDS']}"
         self._add(name, [sys.executable, "-m", module], env, port, f"http://127.0.0.1:{port}{health_path}")
+        return upstream
 
     def _add(self, name: str, argv: list[str], env: dict[str, str], port: int, health: str) -> None:
         base = {k: v for k, v in os.environ.items() if k not in PER_PROCESS}
