@@ -12,88 +12,46 @@ orchestrator can sample the servers' CPU exactly over a phase):
 
 import argparse
 import asyncio
-import base64
-import json
 import os
 import random
-import resource
 import sys
 import time
 from collections import deque
-from urllib.parse import urlsplit
+
+from bench.wsclient import (
+    OP_BINARY,
+    OP_CLOSE,
+    OP_TEXT,
+    RawClient,
+    client_frame,
+    emit,
+    open_clients,
+    raise_fd_limit,
+)
 
 PAYLOAD_SIZE = 100
 
 
-def raise_fd_limit() -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-
-
-def client_frame(payload: bytes) -> bytes:
-    """A masked text frame with the zero mask key (payload < 126 bytes)."""
-    return bytes((0x81, 0x80 | len(payload))) + b"\x00\x00\x00\x00" + payload
-
-
-class Client(asyncio.Protocol):
+class Client(RawClient):
     def __init__(self, stats: "Stats", request: bytes) -> None:
+        super().__init__(request)
         self.stats = stats
-        self.request = request
-        self.transport: asyncio.Transport | None = None
-        self.upgraded = asyncio.get_running_loop().create_future()
-        self.buffer = b""
-        self.handshake_done = False
         self.sent: deque[float] = deque()
         self.closed_loop = False
         self.frame = client_frame(os.urandom(PAYLOAD_SIZE // 2).hex().encode()[:PAYLOAD_SIZE])
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-        self.transport.write(self.request)
 
     def send(self) -> None:
         self.sent.append(time.perf_counter())
         self.transport.write(self.frame)  # type: ignore[union-attr]
         self.stats.sent += 1
 
-    def data_received(self, data: bytes) -> None:
-        buf = self.buffer + data if self.buffer else data
-        if not self.handshake_done:
-            end = buf.find(b"\r\n\r\n")
-            if end < 0:
-                self.buffer = buf
-                return
-            if not buf.startswith(b"HTTP/1.1 101"):
-                self.upgraded.set_exception(RuntimeError(buf[:end].decode(errors="replace")))
-                return
-            self.handshake_done = True
-            self.upgraded.set_result(None)
-            buf = buf[end + 4 :]
-        pos, end = 0, len(buf)
-        now = time.perf_counter()
-        while end - pos >= 2:
-            length = buf[pos + 1] & 0x7F
-            header = 2
-            if length == 126:
-                if end - pos < 4:
-                    break
-                length, header = int.from_bytes(buf[pos + 2 : pos + 4], "big"), 4
-            if end - pos < header + length:
-                break
-            opcode = buf[pos] & 0x0F
-            pos += header + length
-            if opcode in (1, 2) and self.sent:
-                self.stats.record(now - self.sent.popleft())
-                if self.closed_loop and self.stats.running:
-                    self.send()
-            elif opcode == 8:
-                self.stats.closed += 1
-        self.buffer = buf[pos:]
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if not self.upgraded.done():
-            self.upgraded.set_exception(ConnectionError("closed during handshake"))
+    def on_frame(self, opcode: int, buf: bytes, start: int, end: int) -> None:
+        if opcode in (OP_TEXT, OP_BINARY) and self.sent:
+            self.stats.record(time.perf_counter() - self.sent.popleft())
+            if self.closed_loop and self.stats.running:
+                self.send()
+        elif opcode == OP_CLOSE:
+            self.stats.closed += 1
 
 
 class Stats:
@@ -127,35 +85,9 @@ class Stats:
         }
 
 
-async def open_clients(url: str, count: int, stats: Stats) -> list[Client]:
-    parts = urlsplit(url)
-    target = parts.path + (f"?{parts.query}" if parts.query else "")
-    loop = asyncio.get_running_loop()
-    gate = asyncio.Semaphore(64)  # handshakes in flight: stay far below the server's accept backlog
-
-    async def one() -> Client:
-        key = base64.b64encode(os.urandom(16)).decode()
-        request = (
-            f"GET {target} HTTP/1.1\r\nHost: {parts.netloc}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        ).encode()
-        async with gate:
-            _, client = await loop.create_connection(
-                lambda: Client(stats, request), parts.hostname, parts.port or 80
-            )
-            await asyncio.wait_for(client.upgraded, 30)
-            return client
-
-    return list(await asyncio.gather(*(one() for _ in range(count))))
-
-
-def emit(**fields: object) -> None:
-    print(json.dumps(fields), flush=True)
-
-
 async def run(args: argparse.Namespace) -> None:
     stats = Stats()
-    clients = await open_clients(args.url, args.clients, stats)
+    clients = await open_clients(args.url, args.clients, lambda request: Client(stats, request))
     emit(event="connected", clients=len(clients))
 
     # closed loop: as fast as the server answers
@@ -195,7 +127,7 @@ async def run(args: argparse.Namespace) -> None:
     emit(event="end", phase="paced", **stats.summary(elapsed))
 
     for client in clients:
-        client.transport.write(b"\x88\x82\x00\x00\x00\x00\x03\xe8")  # close 1000, zero mask
+        client.close()
     await asyncio.sleep(0.5)
     for client in clients:
         client.transport.close()

@@ -14,27 +14,14 @@ Phases (one JSON object on stdout at the end):
 
 import argparse
 import asyncio
-import base64
 import json
-import os
-import resource
 import sys
 import time
-from urllib.parse import urlsplit
+
+from bench.wsclient import OP_CLOSE, OP_TEXT, RawClient, client_frame, open_clients, raise_fd_limit
 
 PAYLOAD_SIZE = 100
 LOST_AFTER = 2.0  # seconds in flight before a message's missing deliveries count as lost
-
-
-def raise_fd_limit() -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-
-
-def client_frame(payload: bytes, opcode: int = 0x1) -> bytes:
-    """A masked frame with the zero mask key (payload < 126 bytes)."""
-    return bytes((0x80 | opcode, 0x80 | len(payload))) + b"\x00\x00\x00\x00" + payload
 
 
 class Tracker:
@@ -77,93 +64,25 @@ class Tracker:
                 del self.sent_at[msg_id]
 
 
-class Member(asyncio.Protocol):
+class Member(RawClient):
     def __init__(self, tracker: Tracker, request: bytes) -> None:
+        super().__init__(request)
         self.tracker = tracker
-        self.request = request
-        self.transport: asyncio.Transport | None = None
-        self.upgraded = asyncio.get_running_loop().create_future()
-        self.buffer = b""
-        self.handshake_done = False
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-        self.transport.write(self.request)
 
     def send(self, msg_id: int) -> None:
         marker = b"@%d:%d|" % (msg_id, time.perf_counter_ns())
         self.tracker.sent(msg_id)
         self.transport.write(client_frame(marker.ljust(PAYLOAD_SIZE, b"x")))  # type: ignore[union-attr]
 
-    def data_received(self, data: bytes) -> None:
-        buf = self.buffer + data if self.buffer else data
-        if not self.handshake_done:
-            end = buf.find(b"\r\n\r\n")
-            if end < 0:
-                self.buffer = buf
-                return
-            if not buf.startswith(b"HTTP/1.1 101"):
-                self.upgraded.set_exception(RuntimeError(buf[:end].decode(errors="replace")))
-                return
-            self.handshake_done = True
-            self.upgraded.set_result(None)
-            buf = buf[end + 4 :]
-        pos, end = 0, len(buf)
-        now = time.perf_counter_ns()
-        tracker = self.tracker
-        while end - pos >= 2:
-            length = buf[pos + 1] & 0x7F
-            header = 2
-            if length == 126:
-                if end - pos < 4:
-                    break
-                length, header = int.from_bytes(buf[pos + 2 : pos + 4], "big"), 4
-            elif length == 127:
-                if end - pos < 10:
-                    break
-                length, header = int.from_bytes(buf[pos + 2 : pos + 10], "big"), 10
-            if end - pos < header + length:
-                break
-            opcode = buf[pos] & 0x0F
-            start = pos + header
-            pos = start + length
-            if opcode == 1:
-                at = buf.find(b"@", start, pos)
-                if at >= 0:
-                    bar = buf.find(b"|", at, pos)
-                    msg_id, sent_ns = buf[at + 1 : bar].split(b":")
-                    tracker.delivered(int(msg_id), (now - int(sent_ns)) / 1e9)
-            elif opcode == 9:  # ping: answer, or the server's keepalive closes us
-                self.transport.write(client_frame(buf[start:pos], 0xA))  # type: ignore[union-attr]
-            elif opcode == 8:
-                tracker.closed += 1
-        self.buffer = buf[pos:]
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if not self.upgraded.done():
-            self.upgraded.set_exception(ConnectionError("closed during handshake"))
-
-
-async def open_members(url: str, count: int, tracker: Tracker) -> list[Member]:
-    parts = urlsplit(url)
-    loop = asyncio.get_running_loop()
-    gate = asyncio.Semaphore(64)  # handshakes in flight: far below any accept backlog
-
-    async def one(i: int) -> Member:
-        target = parts.path.replace("{i}", str(i)) + (f"?{parts.query}" if parts.query else "")
-        key = base64.b64encode(os.urandom(16)).decode()
-        request = (
-            f"GET {target} HTTP/1.1\r\nHost: {parts.netloc}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        ).encode()
-        async with gate:
-            _, member = await loop.create_connection(
-                lambda: Member(tracker, request), parts.hostname, parts.port or 80
-            )
-            await asyncio.wait_for(member.upgraded, 30)
-            return member
-
-    return list(await asyncio.gather(*(one(i) for i in range(count))))
+    def on_frame(self, opcode: int, buf: bytes, start: int, end: int) -> None:
+        if opcode == OP_TEXT:
+            at = buf.find(b"@", start, end)  # the marker, wherever the server's envelope put it
+            if at >= 0:
+                bar = buf.find(b"|", at, end)
+                msg_id, sent_ns = buf[at + 1 : bar].split(b":")
+                self.tracker.delivered(int(msg_id), (time.perf_counter_ns() - int(sent_ns)) / 1e9)
+        elif opcode == OP_CLOSE:
+            self.tracker.closed += 1
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -195,7 +114,7 @@ def phase_result(tracker: Tracker, deliveries: int, seconds: float, sent: int) -
 async def run(args: argparse.Namespace) -> dict[str, object]:
     tracker = Tracker(args.members)
     started = time.perf_counter()
-    members = await open_members(args.url, args.members, tracker)
+    members = await open_clients(args.url, args.members, lambda request: Member(tracker, request))
     connect_s = time.perf_counter() - started
     senders = members[: args.senders]
     loop = asyncio.get_running_loop()
@@ -252,7 +171,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
     saturate["window"] = args.window
 
     for member in members:
-        member.transport.write(client_frame(b"\x03\xe8", 0x8))  # type: ignore[union-attr]
+        member.close()
     await asyncio.sleep(0.3)
     for member in members:
         member.transport.close()  # type: ignore[union-attr]

@@ -14,31 +14,20 @@ time per pulse, read from /proc over exactly the measured ticks (sampling and id
 
 import argparse
 import asyncio
-import base64
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
 import time
-from urllib.parse import urlsplit
+
+from bench.wsclient import OP_CLOSE, OP_TEXT, RawClient, emit, open_clients, raise_fd_limit
 
 CLIENTS = int(os.environ.get("BENCH_STATS_CLIENTS", "5000"))
 TICKS = int(os.environ.get("BENCH_STATS_TICKS", "10"))
 INTERVAL = float(os.environ.get("BENCH_STATS_INTERVAL", "1"))
 TARGET_MS = 250.0
 RUN_DEADLINE = 300.0  # seconds: the whole suite, connecting included
-
-
-def raise_fd_limit() -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-
-
-def emit(**fields: object) -> None:
-    print(json.dumps(fields), flush=True)
 
 
 # --- the load generator (its own process) ------------------------------------------------------------
@@ -61,91 +50,29 @@ class Receipts:
             self.count[tick], self.first[tick], self.last[tick] = 1, at, at
 
 
-class PulseClient(asyncio.Protocol):
-    """A bare WebSocket client: handshake, then it only frames what arrives and reads the tick."""
+class PulseClient(RawClient):
+    """Only reads the tick of each pulse (the JSON starts ``{"tick":N,``) and when it arrived."""
 
     def __init__(self, receipts: Receipts, request: bytes) -> None:
+        super().__init__(request)
         self.receipts = receipts
-        self.request = request
-        self.transport: asyncio.Transport | None = None
-        self.upgraded = asyncio.get_running_loop().create_future()
-        self.buffer = b""
-        self.handshake_done = False
         self.last_tick = -1
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-        self.transport.write(self.request)
-
-    def data_received(self, data: bytes) -> None:
-        now = time.time()
-        buf = self.buffer + data if self.buffer else data
-        if not self.handshake_done:
-            end = buf.find(b"\r\n\r\n")
-            if end < 0:
-                self.buffer = buf
-                return
-            if not buf.startswith(b"HTTP/1.1 101"):
-                self.upgraded.set_exception(RuntimeError(buf[:end].decode(errors="replace")))
-                return
-            self.handshake_done = True
-            self.upgraded.set_result(None)
-            buf = buf[end + 4 :]
-        pos, end = 0, len(buf)
-        while end - pos >= 2:
-            length, header = buf[pos + 1] & 0x7F, 2
-            if length == 126:
-                if end - pos < 4:
-                    break
-                length, header = int.from_bytes(buf[pos + 2 : pos + 4], "big"), 4
-            elif length == 127:
-                if end - pos < 10:
-                    break
-                length, header = int.from_bytes(buf[pos + 2 : pos + 10], "big"), 10
-            if end - pos < header + length:
-                break
-            opcode = buf[pos] & 0x0F
-            if opcode == 1:  # a pulse: {"tick":N,...}
-                start = pos + header + 8
-                tick = int(buf[start : buf.index(b",", start)])
-                if tick <= self.last_tick:
-                    self.receipts.doubled += 1
-                self.last_tick = tick
-                self.receipts.record(tick, now)
-            elif opcode == 8:
-                self.receipts.closed += 1
-            pos += header + length
-        self.buffer = buf[pos:]
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if not self.upgraded.done():
-            self.upgraded.set_exception(ConnectionError("closed during handshake"))
-
-
-async def open_clients(url: str, count: int, receipts: Receipts) -> list[PulseClient]:
-    parts = urlsplit(url)
-    loop = asyncio.get_running_loop()
-    gate = asyncio.Semaphore(64)  # handshakes in flight: far below any accept backlog
-
-    async def one() -> PulseClient:
-        key = base64.b64encode(os.urandom(16)).decode()
-        request = (
-            f"GET {parts.path} HTTP/1.1\r\nHost: {parts.netloc}\r\nUpgrade: websocket\r\n"
-            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        ).encode()
-        async with gate:
-            _, client = await loop.create_connection(
-                lambda: PulseClient(receipts, request), parts.hostname, parts.port or 80
-            )
-            await asyncio.wait_for(client.upgraded, 30)
-            return client
-
-    return list(await asyncio.gather(*(one() for _ in range(count))))
+    def on_frame(self, opcode: int, buf: bytes, start: int, end: int) -> None:
+        if opcode == OP_TEXT:
+            at = time.time()
+            tick = int(buf[start + 8 : buf.index(b",", start + 8)])
+            if tick <= self.last_tick:
+                self.receipts.doubled += 1
+            self.last_tick = tick
+            self.receipts.record(tick, at)
+        elif opcode == OP_CLOSE:
+            self.receipts.closed += 1
 
 
 async def generate(args: argparse.Namespace) -> None:
     receipts = Receipts()
-    clients = await open_clients(args.url, args.clients, receipts)
+    clients = await open_clients(args.url, args.clients, lambda request: PulseClient(receipts, request))
     emit(event="connected", clients=len(clients))
     interval = args.interval
     first = int(time.time() // interval) + 2  # the first whole tick with every client in place
@@ -169,8 +96,7 @@ async def generate(args: argparse.Namespace) -> None:
         )
     emit(event="result", ticks=ticks, doubled=receipts.doubled, closed=receipts.closed)
     for client in clients:
-        if client.transport is not None:
-            client.transport.write(b"\x88\x82\x00\x00\x00\x00\x03\xe8")  # close 1000, zero mask
+        client.close()
     await asyncio.sleep(0.5)
     for client in clients:
         if client.transport is not None:
