@@ -41,15 +41,20 @@ async def upstream_handler(conn) -> None:
 
 @contextlib.asynccontextmanager
 async def gateway_with_upstream():
-    up_port, gw_port = free_port(), free_port()
-    upstream = await ws_serve(upstream_handler, "127.0.0.1", up_port, compression=None)
+    upstream = await ws_serve(upstream_handler, "127.0.0.1", 0, compression=None)
+    up_port = upstream.sockets[0].getsockname()[1]
+    # bound but never listening: refuses every connection, and no other test can take the port meanwhile
+    dead = socket.socket()
+    dead.bind(("127.0.0.1", 0))
+    dead_port = dead.getsockname()[1]
+    gw_port = free_port()
     settings = GatewaySettings(
         port=gw_port,
         bus_url="memory://",
         access_log=False,
         upstream_probe_interval=0.2,
         routes={"/echo": "echo", "/close/{code}": "echo", "/abort": "echo", "/dead": "dead"},
-        upstreams={"echo": [f"127.0.0.1:{up_port}"], "dead": [f"127.0.0.1:{free_port()}"]},
+        upstreams={"echo": [f"127.0.0.1:{up_port}"], "dead": [f"127.0.0.1:{dead_port}"]},
     )
     server = uvicorn.Server(
         uvicorn_config(lambda: create_app(settings), settings, ws=GatewayWebSocketProtocol)
@@ -65,6 +70,7 @@ async def gateway_with_upstream():
         await asyncio.wait_for(task, DEADLINE)
         upstream.close()
         await upstream.wait_closed()
+        dead.close()
 
 
 async def close_of(conn) -> tuple[int, str]:

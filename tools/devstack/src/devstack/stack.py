@@ -7,6 +7,7 @@ process and kept in files, and ``stop()`` ends the gateway first, then the servi
 
 import contextlib
 import ctypes
+import http.client
 import json
 import os
 import shutil
@@ -35,10 +36,19 @@ GATEWAY_MODULE = "gateway"
 PER_PROCESS = ("PORT", "HOST", "BUS_URL", "SERVICE_NAME", "INSTANCE_ID", "UPSTREAMS", "ROUTES", "UDS")
 
 
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback port nothing listens on, never the same one twice in this process: the kernel may
+    offer a port again once the probe socket closes, before the process it was meant for has bound it."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
 
 
 def parse_scale(text: str) -> dict[str, int]:
@@ -308,8 +318,8 @@ def _http_ok(url: str) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=1.0) as response:
             return response.status == 200
-    except (urllib.error.URLError, OSError, ValueError):
-        return False
+    except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError):
+        return False  # not up yet, or something else answers on that port
 
 
 def _nats_server_binary() -> str:
