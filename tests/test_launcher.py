@@ -19,8 +19,16 @@ from tests.conftest import DEADLINE, recv, ws
 pytestmark = pytest.mark.timeout(120)
 
 
+def alive(pid: int) -> bool:
+    """Running, and not just a zombie waiting to be reaped."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
 class Launcher:
-    def __init__(self, tmp: Path, **env: str) -> None:
+    def __init__(self, tmp: Path, via_shell: bool = False, **env: str) -> None:
         self.port = free_port()
         full_env = (
             os.environ
@@ -35,8 +43,11 @@ class Launcher:
             | env
         )
         full_env["STACK_FREE_PORTS"] = "1"  # the fixed ports may be in use by a developer's `make run`
+        argv = [sys.executable, "-m", "devstack"]
+        if via_shell:  # a parent that stays in between, as make does
+            argv = ["sh", "-c", f"{sys.executable} -m devstack; true"]
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "devstack"],
+            argv,
             env=full_env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -76,8 +87,28 @@ async def test_launcher_serves_echo_and_stops_everything(tmp_path: Path, sig: in
             launcher.process.wait(DEADLINE)
         launcher.reader.join(DEADLINE)
     deadline = time.monotonic() + DEADLINE
-    while any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE for p in children):
+    while any(alive(p) for p in children):
         assert time.monotonic() < deadline, "a child process outlived the launcher"
         await asyncio.sleep(0.05)
     assert "stopped." in "".join(launcher.lines)
     assert "launcher-secret" not in "".join(launcher.lines)  # settings pass through, secrets never print
+
+
+async def test_launcher_stops_everything_when_its_parent_is_killed(tmp_path: Path) -> None:
+    launcher = Launcher(tmp_path, via_shell=True)
+    try:
+        assert launcher.up.wait(60), "".join(launcher.lines[-40:])
+        launcher_pid = psutil.Process(launcher.process.pid).children()[0].pid
+        everything = [launcher_pid, *launcher.pids()]
+        launcher.process.kill()  # SIGKILL: the shell (think `make run`) cannot pass anything on
+        launcher.process.wait(DEADLINE)
+        deadline = time.monotonic() + DEADLINE * 2
+        while any(alive(p) for p in everything):
+            assert time.monotonic() < deadline, "the stack outlived the launcher's parent"
+            await asyncio.sleep(0.05)
+    finally:
+        if launcher.process.poll() is None:
+            launcher.process.kill()
+            launcher.process.wait(DEADLINE)
+        launcher.reader.join(DEADLINE)
+    assert "stopped." in "".join(launcher.lines)

@@ -7,7 +7,7 @@ import sys
 import threading
 from pathlib import Path
 
-from devstack.stack import Stack, StackConfig, StackError, parse_scale
+from devstack.stack import Stack, StackConfig, StackError, die_with_parent, parse_scale
 
 
 def config_from_env() -> StackConfig:
@@ -26,6 +26,10 @@ def config_from_env() -> StackConfig:
 
 def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    parent = os.getppid()
+    die_with_parent()  # `make run` killed outright must not leave the stack running
+    if os.getppid() != parent:
+        return 1  # the parent was gone before the request took effect
     try:
         stack = Stack(config_from_env())
     except (ValueError, StackError) as exc:

@@ -62,8 +62,10 @@ def parse_scale(text: str) -> dict[str, int]:
     return scale
 
 
-def _die_with_parent() -> None:
-    # Linux: the child gets SIGTERM if the launcher dies, even by SIGKILL; nothing is left behind.
+def die_with_parent() -> None:
+    """Linux: this process gets SIGTERM when its parent dies, even by SIGKILL (PR_SET_PDEATHSIG).
+
+    Every child of the launcher sets it, and so does the launcher itself (its parent is ``make``)."""
     with contextlib.suppress(Exception):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
@@ -227,7 +229,7 @@ class Stack:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,
         )
         process._pump = threading.Thread(target=self._pump, args=(process, log), daemon=True)
         process._pump.start()
