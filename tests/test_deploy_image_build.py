@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
-from devstack.stack import GATEWAY_MODULE, SERVICES
+from devstack.stack import GATEWAY_MODULE, SERVICES, free_port
 from realtime.close_codes import CloseCode
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
@@ -106,12 +106,6 @@ def replay(dockerfile: Path, work: Path) -> Path:
                 assert not list((venv / "lib").glob("python*/site-packages/realtime"))
     assert uv_runs == 2
     return venv
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.timeout(240)

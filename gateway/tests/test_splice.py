@@ -5,23 +5,16 @@ import contextlib
 import json
 import socket
 
-import uvicorn
 from gateway.app import create_app
 from gateway.settings import GatewaySettings
 from gateway.splice import GatewayWebSocketProtocol
 from realtime.close_codes import CloseCode
-from realtime.serve import uvicorn_config
+from realtime.testing import free_port, serving
 from websockets.asyncio.client import connect
 from websockets.asyncio.server import serve as ws_serve
 from websockets.exceptions import ConnectionClosed
 
 DEADLINE = 10.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 async def upstream_handler(conn) -> None:
@@ -56,18 +49,10 @@ async def gateway_with_upstream():
         routes={"/echo": "echo", "/close/{code}": "echo", "/abort": "echo", "/dead": "dead"},
         upstreams={"echo": [f"127.0.0.1:{up_port}"], "dead": [f"127.0.0.1:{dead_port}"]},
     )
-    server = uvicorn.Server(
-        uvicorn_config(lambda: create_app(settings), settings, ws=GatewayWebSocketProtocol)
-    )
-    task = asyncio.create_task(server.serve())
-    async with asyncio.timeout(DEADLINE):
-        while not server.started:
-            await asyncio.sleep(0.01)
     try:
-        yield f"ws://127.0.0.1:{gw_port}"
+        async with serving(create_app(settings), settings, ws=GatewayWebSocketProtocol) as running:
+            yield running.url
     finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, DEADLINE)
         upstream.close()
         await upstream.wait_closed()
         dead.close()

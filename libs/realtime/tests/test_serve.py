@@ -2,30 +2,22 @@
 
 import asyncio
 import contextlib
-import socket
 
 from fastapi import WebSocket
 from realtime.app import create_service_app
 from realtime.close_codes import CloseCode
 from realtime.frames import text_frame
-from realtime.serve import frame_writer, uvicorn_config
+from realtime.serve import frame_writer
 from realtime.settings import ServiceSettings
+from realtime.testing import free_port, serving
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 DEADLINE = 10.0
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextlib.asynccontextmanager
 async def running_server():
-    import uvicorn
-
     settings = ServiceSettings(bus_url="memory://", port=free_port(), access_log=False)
     app = create_service_app(settings)
 
@@ -46,16 +38,8 @@ async def running_server():
             while True:
                 await websocket.receive_text()
 
-    server = uvicorn.Server(uvicorn_config(lambda: app, settings))
-    task = asyncio.create_task(server.serve())
-    async with asyncio.timeout(DEADLINE):
-        while not server.started:
-            await asyncio.sleep(0.01)
-    try:
-        yield server, f"ws://127.0.0.1:{settings.port}"
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, DEADLINE)
+    async with serving(app, settings, deadline=DEADLINE) as served:
+        yield served.server, served.url
 
 
 async def test_frame_writer_writes_pre_encoded_frames_and_closes_with_a_code() -> None:

@@ -2,13 +2,11 @@
 
 import asyncio
 import contextlib
-import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
-import uvicorn
 from realtime.close_codes import CloseCode
-from realtime.serve import uvicorn_config
+from realtime.testing import free_port, serving
 from rooms_service.app import create_app
 from rooms_service.settings import RoomsSettings
 from websockets.asyncio.client import ClientConnection, connect
@@ -17,26 +15,12 @@ from websockets.exceptions import ConnectionClosed
 DEADLINE = 10.0
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextlib.asynccontextmanager
 async def served(**overrides: Any) -> AsyncIterator[tuple[Any, str]]:
     settings = RoomsSettings(bus_url="memory://", port=free_port(), access_log=False, **overrides)
     app = create_app(settings)
-    server = uvicorn.Server(uvicorn_config(lambda: app, settings))
-    task = asyncio.create_task(server.serve())
-    async with asyncio.timeout(DEADLINE):
-        while not server.started:
-            await asyncio.sleep(0.01)
-    try:
-        yield app, f"ws://127.0.0.1:{settings.port}"
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, DEADLINE)
+    async with serving(app, settings, deadline=DEADLINE) as running:
+        yield app, running.url
 
 
 async def recv(conn: ClientConnection) -> str | bytes:

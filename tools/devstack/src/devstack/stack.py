@@ -12,7 +12,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,6 +24,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
+from realtime.testing import free_port
+
+__all__ = ["Stack", "StackConfig", "StackError", "free_port", "parse_scale"]
+
 # Service name -> (python module, first port when ports are fixed). Replica i listens on base + i - 1.
 SERVICES: dict[str, tuple[str, int]] = {
     "echo": ("echo_service", 8101),
@@ -34,21 +37,6 @@ SERVICES: dict[str, tuple[str, int]] = {
 GATEWAY_MODULE = "gateway"
 # Variables the launcher sets per process; everything else in the environment passes through.
 PER_PROCESS = ("PORT", "HOST", "BUS_URL", "SERVICE_NAME", "INSTANCE_ID", "UPSTREAMS", "ROUTES", "UDS")
-
-
-_handed_out: set[int] = set()
-
-
-def free_port() -> int:
-    """A loopback port nothing listens on, never the same one twice in this process: the kernel may
-    offer a port again once the probe socket closes, before the process it was meant for has bound it."""
-    while True:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port not in _handed_out:
-            _handed_out.add(port)
-            return port
 
 
 def parse_scale(text: str) -> dict[str, int]:
