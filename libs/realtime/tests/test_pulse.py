@@ -7,8 +7,8 @@ import pytest
 from fastapi import WebSocket
 from fastapi.testclient import TestClient
 from realtime.app import create_service_app
-from realtime.bus import create_bus
-from realtime.pulse import SAMPLES, Sample, Sampler, sample_subject, subject_token, tick_of, tick_start
+from realtime.bus import create_bus, safe_token
+from realtime.pulse import SAMPLES, Sample, Sampler, sample_subject, tick_of, tick_start
 from realtime.settings import ServiceSettings
 
 DEADLINE = 5.0
@@ -34,12 +34,12 @@ def a_sample(**changes: object) -> Sample:
     [("rooms-1", "rooms-1"), ("a.b", "a_b"), ("*", "_"), (">", "_"), ("x y.z>*", "x_y_z__"), ("", "_")],
 )
 def test_names_become_single_safe_subject_tokens(name: str, token: str) -> None:
-    assert subject_token(name) == token
+    assert safe_token(name) == token
 
 
 def test_sample_subject_has_exactly_four_tokens_whatever_the_names() -> None:
     assert sample_subject("rooms", "pod.a*b") == "pulse.sample.rooms.pod_a_b"
-    assert len(subject_token("x" * 500)) == 64
+    assert len(safe_token("x" * 500)) == 64
 
 
 @pytest.mark.parametrize("interval", [0.1, 0.5, 1.0, 5.0, 0.3, 0.7])

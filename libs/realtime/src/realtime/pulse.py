@@ -16,14 +16,13 @@ import contextlib
 import json
 import logging
 import math
-import re
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict, dataclass
 
 import psutil
 
-from realtime.bus import Bus, BusUnavailable
+from realtime.bus import Bus, BusUnavailable, safe_token
 
 logger = logging.getLogger(__name__)
 
@@ -33,16 +32,9 @@ SAMPLE_PHASE = 0.1  # instances sample this fraction of the interval after a tic
 SAMPLE_CUTOFF = 0.5  # ...and skip the tick if they could not sample before this fraction
 MAX_NAME = 128  # longest service, instance or host name a sample may carry
 
-_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
-
-
-def subject_token(name: str) -> str:
-    """A name made safe as one NATS subject token: no ``.``, ``*``, ``>`` or spaces can widen a subject."""
-    return _UNSAFE.sub("_", name)[:64] or "_"
-
 
 def sample_subject(service: str, instance: str) -> str:
-    return f"{SAMPLE_SUBJECT}.{subject_token(service)}.{subject_token(instance)}"
+    return f"{SAMPLE_SUBJECT}.{safe_token(service)}.{safe_token(instance)}"
 
 
 def _micros(seconds: float) -> int:

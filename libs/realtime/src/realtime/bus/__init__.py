@@ -1,8 +1,25 @@
 """The broadcast bus, chosen by URL: ``memory://`` for one process, ``nats://h:p[,h:p]`` for many."""
 
-from realtime.bus.base import Bus, BusUnavailable, Message, Subscription, subject_matches
+from realtime.bus.base import (
+    Bus,
+    BusUnavailable,
+    Message,
+    Subscription,
+    is_safe_token,
+    safe_token,
+    subject_matches,
+)
 
-__all__ = ["Bus", "BusUnavailable", "Message", "Subscription", "create_bus", "subject_matches"]
+__all__ = [
+    "Bus",
+    "BusUnavailable",
+    "Message",
+    "Subscription",
+    "create_bus",
+    "is_safe_token",
+    "safe_token",
+    "subject_matches",
+]
 
 
 def create_bus(url: str, **options: object) -> Bus:

@@ -2,6 +2,7 @@
 
 import asyncio
 import logging
+import re
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -18,6 +19,21 @@ class BusUnavailable(RuntimeError):
 class Message:
     subject: str
     payload: bytes
+
+
+# What one subject token built from outside data may hold: letters, digits, '_' and '-'. No '.', '*',
+# '>' or whitespace, so a name from a client or a config file can never widen a subscription.
+SAFE_TOKEN = re.compile(r"[A-Za-z0-9_-]+")
+_UNSAFE_CHAR = re.compile(r"[^A-Za-z0-9_-]")
+
+
+def is_safe_token(name: str) -> bool:
+    return SAFE_TOKEN.fullmatch(name) is not None
+
+
+def safe_token(name: str, max_length: int = 64) -> str:
+    """``name`` made into a safe subject token: every other character becomes '_'."""
+    return _UNSAFE_CHAR.sub("_", name)[:max_length] or "_"
 
 
 def subject_matches(pattern: str, subject: str) -> bool:
