@@ -16,8 +16,9 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 
-import psutil
 from devstack.stack import Stack, StackConfig
+
+from bench.measure import cpu_seconds
 
 CLIENTS = int(os.environ.get("BENCH_CLIENTS", "1000"))
 SECONDS = float(os.environ.get("BENCH_SECONDS", "5"))
@@ -29,14 +30,6 @@ RATE = float(os.environ.get("BENCH_RATE", "5000"))
 class Result:
     target: str
     phases: dict[str, list[dict]] = field(default_factory=dict)
-
-
-def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
-    out = {}
-    for name, pid in pids.items():
-        times = psutil.Process(pid).cpu_times()
-        out[name] = times.user + times.system
-    return out
 
 
 def run_loadgen(url: str, pids: dict[str, int]) -> dict[str, dict]:

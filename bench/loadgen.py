@@ -18,6 +18,7 @@ import sys
 import time
 from collections import deque
 
+from bench.measure import percentile
 from bench.wsclient import (
     OP_BINARY,
     OP_CLOSE,
@@ -70,18 +71,13 @@ class Stats:
         self.rtts.append(rtt)
 
     def summary(self, seconds: float) -> dict[str, float]:
-        rtts = sorted(self.rtts)
-
-        def pct(p: float) -> float:
-            return rtts[min(len(rtts) - 1, int(p * len(rtts)))] * 1000 if rtts else float("nan")
-
         return {
             "sent": self.sent,
             "received": self.received,
             "seconds": round(seconds, 3),
             "msgs_per_s": round(self.received / seconds, 1),
-            "p50_ms": round(pct(0.50), 3),
-            "p99_ms": round(pct(0.99), 3),
+            "p50_ms": round(percentile(self.rtts, 0.50) * 1000, 3),
+            "p99_ms": round(percentile(self.rtts, 0.99) * 1000, 3),
         }
 
 

@@ -18,6 +18,7 @@ import json
 import sys
 import time
 
+from bench.measure import percentile
 from bench.wsclient import OP_CLOSE, OP_TEXT, RawClient, client_frame, open_clients, raise_fd_limit
 
 PAYLOAD_SIZE = 100
@@ -83,13 +84,6 @@ class Member(RawClient):
                 self.tracker.delivered(int(msg_id), (time.perf_counter_ns() - int(sent_ns)) / 1e9)
         elif opcode == OP_CLOSE:
             self.tracker.closed += 1
-
-
-def percentile(values: list[float], p: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(p * len(ordered)))]
 
 
 async def drain(tracker: Tracker, deadline: float = 5.0) -> None:

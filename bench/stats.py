@@ -21,6 +21,7 @@ import subprocess
 import sys
 import time
 
+from bench.measure import cpu_seconds, percentile
 from bench.wsclient import OP_CLOSE, OP_TEXT, RawClient, emit, open_clients, raise_fd_limit
 
 CLIENTS = int(os.environ.get("BENCH_STATS_CLIENTS", "5000"))
@@ -120,18 +121,6 @@ def loadgen_main(argv: list[str]) -> None:
 
 
 # --- the orchestrator ----------------------------------------------------------------------------------
-def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
-    import psutil
-
-    times = {name: psutil.Process(pid).cpu_times() for name, pid in pids.items()}
-    return {name: t.user + t.system for name, t in times.items()}
-
-
-def percentile(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(p * len(ordered)))]
-
-
 def run_loadgen(url: str, pids: dict[str, int]) -> tuple[dict, dict[str, float]]:
     """One load-generator process against ``url``: its per-tick result and each server's CPU seconds."""
     argv = [sys.executable, "-m", "bench.stats", "--loadgen", url]
