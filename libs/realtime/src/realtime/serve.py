@@ -2,8 +2,10 @@
 
 import contextlib
 import os
+import shutil
 import socket
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import uvicorn
@@ -11,6 +13,7 @@ from fastapi import FastAPI, WebSocket
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from uvicorn.supervisors import Multiprocess
 
+from realtime import metrics
 from realtime.close_codes import CloseCode
 from realtime.logs import setup_logging
 from realtime.settings import ServiceSettings
@@ -130,7 +133,7 @@ def serve(
     """Blocks until SIGINT/SIGTERM: then clients get 1001, the lifespan drains the bus, and it exits.
 
     With ``settings.uds`` the same server also listens on that Unix socket."""
-    setup_logging(settings.log_level)
+    setup_logging(settings.log_level, settings.log_format, **log_names(settings))
     config = uvicorn_config(app_factory, settings, ws=ws)
     server = uvicorn.Server(config)
     if settings.uds is None:
@@ -142,6 +145,11 @@ def serve(
     finally:
         with contextlib.suppress(OSError):
             os.unlink(settings.uds)
+
+
+def log_names(settings: ServiceSettings) -> dict[str, str]:
+    """What a JSON log line names its process by."""
+    return {"service": settings.service_name, "instance": settings.instance_id}
 
 
 def unix_listener(path: str) -> socket.socket:
@@ -159,7 +167,36 @@ def serve_workers(app_factory: str, settings: ServiceSettings, workers: int, *, 
     connections). ``app_factory`` is an import string called in each worker, which builds its settings
     from the environment and sets up its own logging. SIGTERM to this process reaches every worker, and
     each closes its clients with 1001."""
-    setup_logging(settings.log_level)
-    config = uvicorn_config(app_factory, settings, ws=ws)
-    config.workers = workers
-    Multiprocess(config, sockets=[config.bind_socket()]).run()
+    setup_logging(settings.log_level, settings.log_format, **log_names(settings))
+    with metrics_across_workers():
+        config = uvicorn_config(app_factory, settings, ws=ws)
+        config.workers = workers
+        MetricsMultiprocess(config, sockets=[config.bind_socket()]).run()
+
+
+@contextlib.contextmanager
+def metrics_across_workers() -> Iterator[None]:
+    """Prometheus multiprocess mode for the workers: each writes its values to files in one folder and
+    ``/metrics`` on any worker sums them. The folder is ``PROMETHEUS_MULTIPROC_DIR`` when set (emptied
+    first), else a fresh temporary one removed afterwards; the workers are spawned after it is set, so
+    they import prometheus_client with it."""
+    given = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    path = given or tempfile.mkdtemp(prefix="realtime-metrics-")
+    metrics.prepare_multiprocess_dir(path)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+    try:
+        yield
+    finally:
+        if given is None:
+            del os.environ["PROMETHEUS_MULTIPROC_DIR"]
+            shutil.rmtree(path, ignore_errors=True)
+
+
+class MetricsMultiprocess(Multiprocess):
+    """uvicorn's supervisor (it restarts a worker that dies); a dead worker's live gauges stop counting."""
+
+    def keep_subprocess_alive(self) -> None:
+        before = {p.pid for p in self.processes}
+        super().keep_subprocess_alive()
+        gone = before - {p.pid for p in self.processes}
+        metrics.mark_dead(pid for pid in gone if pid is not None)
