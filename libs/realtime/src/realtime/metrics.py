@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from prometheus_client import (
-    CONTENT_TYPE_LATEST,
+    CONTENT_TYPE_PLAIN_0_0_4,
     REGISTRY,
     CollectorRegistry,
     Counter,
@@ -196,7 +196,8 @@ def render() -> bytes:
 
 
 async def metrics_endpoint(request: Request) -> Response:
-    return Response(render(), media_type=CONTENT_TYPE_LATEST)
+    # The classic text format (0.0.4): every Prometheus version reads it; the names need no escaping.
+    return Response(render(), headers={"Content-Type": CONTENT_TYPE_PLAIN_0_0_4})
 
 
 def prepare_multiprocess_dir(path: str) -> None:
