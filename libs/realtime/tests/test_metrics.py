@@ -1,8 +1,10 @@
 """The session metrics of every service: gauge in and out, opened/closed by route pattern and close code."""
 
+import pytest
 from fastapi import WebSocket, WebSocketDisconnect
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
+from realtime import metrics
 from realtime.app import create_service_app
 from realtime.close_codes import CloseCode
 from realtime.settings import ServiceSettings
@@ -78,3 +80,21 @@ def test_metrics_off_means_no_endpoint() -> None:
         with client.websocket_connect("/ws/r") as ws:
             ws.send_text("x")
         assert client.app.state.websocket_count() == 0
+
+
+def test_a_tally_reaches_its_counter_when_metrics_are_rendered() -> None:
+    counter = metrics.MESSAGES_RECEIVED.labels(service="tally-a")
+    found = metrics.tally(metrics.MESSAGES_RECEIVED, service="tally-a")
+    before = counter._value.get()
+    found.value += 3
+    metrics.render()
+    found.value += 2
+    metrics.render()
+    assert counter._value.get() == before + 5
+    assert metrics.tally(metrics.MESSAGES_RECEIVED, False, service="tally-b") not in metrics._tallies
+
+
+def test_refusal_reasons_are_a_fixed_set() -> None:
+    assert metrics.refusal("cap") is metrics.refusal("cap")
+    with pytest.raises(ValueError):
+        metrics.refusal("10.0.0.1")

@@ -67,7 +67,7 @@ def create_service_app(
         )
         app.state.sampler = sampler
         try:
-            async with sampler.running():
+            async with sampler.running(), metrics.flushing():
                 if lifespan is None:
                     yield
                 else:

@@ -10,6 +10,7 @@ handler raised). Per message that costs one type check in a thin ``send``/``rece
 broadcast path (``FrameWriter.write``) does not pass through it at all.
 """
 
+from collections.abc import Awaitable
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -65,12 +66,9 @@ class CountWebSockets:
         route: str | None = None  # set when the app accepts
         code: int | None = None  # the first close code seen: the app's close or the client's disconnect
 
-        async def watched_send(message: Message) -> None:
+        async def control(message: Message) -> None:
             nonlocal route, code
             kind = message["type"]
-            if kind == "websocket.send":
-                await send(message)
-                return
             if kind == "websocket.accept" and route is None:
                 route = route_pattern(scope)
                 gauge, opened = self._open_children(route)
@@ -79,6 +77,12 @@ class CountWebSockets:
             elif kind == "websocket.close" and code is None:
                 code = int(message.get("code", CloseCode.NORMAL))
             await send(message)
+
+        def watched_send(message: Message) -> Awaitable[None]:
+            # A data frame goes straight to the server's own send (no extra coroutine per message).
+            if message["type"] == "websocket.send":
+                return send(message)
+            return control(message)
 
         async def watched_receive() -> Message:
             nonlocal code
@@ -89,7 +93,7 @@ class CountWebSockets:
 
         failed = False
         try:
-            await self.app(scope, watched_receive, watched_send)
+            await self.app(scope, watched_receive, watched_send)  # type: ignore[arg-type]
         except BaseException:
             failed = True
             raise

@@ -162,6 +162,9 @@ def unix_listener(path: str) -> socket.socket:
     return sock
 
 
+WORKER_HEALTHCHECK_TIMEOUT = 30  # seconds a worker may take to answer uvicorn's ping (serve_workers)
+
+
 def serve_workers(app_factory: str, settings: ServiceSettings, workers: int, *, ws: type | str) -> None:
     """Like ``serve``, in ``workers`` processes sharing one listening socket (the kernel spreads the
     connections). ``app_factory`` is an import string called in each worker, which builds its settings
@@ -171,6 +174,10 @@ def serve_workers(app_factory: str, settings: ServiceSettings, workers: int, *, 
     with metrics_across_workers():
         config = uvicorn_config(app_factory, settings, ws=ws)
         config.workers = workers
+        # uvicorn kills a worker that does not answer its ping within this many seconds (5 by default);
+        # a freshly spawned worker answers only once its imports are done, which on a busy machine can
+        # take longer, and then it is killed and respawned forever.
+        config.timeout_worker_healthcheck = WORKER_HEALTHCHECK_TIMEOUT
         MetricsMultiprocess(config, sockets=[config.bind_socket()]).run()
 
 

@@ -14,11 +14,11 @@ logger = logging.getLogger(__name__)
 def create_app(settings: EchoSettings | None = None) -> FastAPI:
     settings = settings or EchoSettings()
     app = create_service_app(settings)
-    # Metric children resolved once: per message an .inc() each, no label lookup.
+    # Tallies: per message an attribute add each, flushed into the counters when /metrics is scraped.
     on, service = settings.metrics, settings.service_name
-    received = metrics.child(metrics.MESSAGES_RECEIVED, on, service=service)
-    delivered = metrics.child(metrics.MESSAGES_DELIVERED, on, service=service)
-    bytes_out = metrics.child(metrics.BYTES_OUT, on, service=service)
+    received = metrics.tally(metrics.MESSAGES_RECEIVED, on, service=service)
+    delivered = metrics.tally(metrics.MESSAGES_DELIVERED, on, service=service)
+    bytes_out = metrics.tally(metrics.BYTES_OUT, on, service=service)
 
     @app.websocket("/echo")
     async def echo(websocket: WebSocket) -> None:
@@ -28,7 +28,7 @@ def create_app(settings: EchoSettings | None = None) -> FastAPI:
                 message = await websocket.receive()
                 if message["type"] == "websocket.disconnect":
                     return
-                received.inc()
+                received.value += 1
                 text = message.get("text")
                 if text is not None:
                     reply = f"Echo: {text}"
@@ -38,8 +38,8 @@ def create_app(settings: EchoSettings | None = None) -> FastAPI:
                     data = message.get("bytes") or b""
                     await websocket.send_bytes(data)
                     size = len(data)
-                delivered.inc()
-                bytes_out.inc(size)
+                delivered.value += 1
+                bytes_out.value += size
         except WebSocketDisconnect:
             return  # the client left: nothing to report
 
