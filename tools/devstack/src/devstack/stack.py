@@ -46,6 +46,8 @@ SERVICES: dict[str, tuple[str, int]] = {
 GATEWAY_MODULE = "gateway"
 # Variables the launcher sets per process; everything else in the environment passes through.
 PER_PROCESS = ("PORT", "HOST", "BUS_URL", "SERVICE_NAME", "INSTANCE_ID", "UPSTREAMS", "ROUTES", "UDS")
+# Never shared between processes: a multi-worker process makes a folder of its own (serve_workers).
+PER_PROCESS += ("PROMETHEUS_MULTIPROC_DIR",)
 
 
 def parse_scale(text: str) -> dict[str, int]:
@@ -335,7 +337,9 @@ class Stack:
                 except subprocess.TimeoutExpired:
                     process.popen.kill()
                     process.popen.wait(5)
-            _end_group(process.popen.pid)
+                # Right after the leader is reaped: while a member lives, no new process can take the
+                # number, so only our own group is signalled (never a long-dead one's, which could be reused).
+                _end_group(process.popen.pid)
             if process._pump is not None:
                 process._pump.join(5)
 
