@@ -1,9 +1,10 @@
 """``make run`` supervises: kill -9 a rooms replica, nats-server, the gateway in turn, under the launcher.
 
 Each time the rest stay up, the killed process comes back (logged with how it ended), room messages flow
-again through the gateway, and an echo client connected through the gateway is never disconnected by a
-rooms replica or NATS dying. SIGTERM to the launcher then leaves no process behind, restarted ones
-included. Only PIDs this test started are signalled.
+again through the gateway, a JetStream stream survives the NATS restart (same store), and an echo client
+connected through the gateway is never disconnected by a rooms replica or NATS dying. SIGTERM to the
+launcher then leaves no process behind, restarted ones included. Only PIDs this test started are
+signalled.
 """
 
 import asyncio
@@ -17,9 +18,11 @@ import threading
 import time
 from pathlib import Path
 
+import nats
 import psutil
 import pytest
 from devstack.stack import RestartPolicy, Stack, StackConfig, how_it_ended
+from nats.js.api import StreamConfig
 from realtime.testing import free_port
 from websockets.asyncio.client import ClientConnection
 
@@ -42,9 +45,10 @@ class Launcher:
 
     def __init__(self, tmp: Path, **env: str) -> None:
         self.port = free_port()
+        self.nats_port = free_port()
         full_env = os.environ | {
             "PORT": str(self.port),
-            "NATS_PORT": str(free_port()),
+            "NATS_PORT": str(self.nats_port),
             "NATS_MONITOR_PORT": str(free_port()),
             "STACK_LOG_DIR": str(tmp / "logs"),
             "STACK_FREE_PORTS": "1",
@@ -123,6 +127,26 @@ async def messages_flow(url: str, room: str, text: str) -> None:
                 await member.close()
 
 
+async def stored_in_jetstream(nats_url: str) -> None:
+    """A file-stored stream with one message, as a room's history will be."""
+    client = await nats.connect(nats_url, connect_timeout=DEADLINE, max_reconnect_attempts=0)
+    try:
+        js = client.jetstream()
+        await js.add_stream(StreamConfig(name="SUPERVISION", subjects=["supervision.kept"], storage="file"))
+        await js.publish("supervision.kept", b"still here", timeout=DEADLINE)
+    finally:
+        await client.close()
+
+
+async def jetstream_kept(nats_url: str) -> bytes:
+    client = await nats.connect(nats_url, connect_timeout=DEADLINE, max_reconnect_attempts=0)
+    try:
+        message = await client.jetstream().get_msg("SUPERVISION", 1)
+        return message.data or b""
+    finally:
+        await client.close()
+
+
 async def echo_answers(conn: ClientConnection, text: str) -> None:
     await conn.send(text)
     assert await recv(conn) == f"Echo: {text}"
@@ -139,6 +163,8 @@ async def test_killed_processes_come_back_and_the_rest_stay_up(tmp_path: Path) -
         assert set(first) == {"gateway", "nats", "echo-1", "rooms-1", "rooms-2", "stats-1"}
         launcher.note_descendants()
         await messages_flow(url, "lobby", "before")
+        nats_url = f"nats://127.0.0.1:{launcher.nats_port}"
+        await stored_in_jetstream(nats_url)
 
         killed: set[str] = set()
         async with await ws(f"{url}/echo") as echo:
@@ -156,6 +182,8 @@ async def test_killed_processes_come_back_and_the_rest_stay_up(tmp_path: Path) -
                 await echo_answers(echo, f"during {victim}")  # not disconnected, still answered
                 launcher.wait_for_line(rf"devstack: {victim} is back at [\d:]+: pid \d+", COMEBACK, mark)
                 launcher.note_descendants()
+                if victim == "nats":  # the same -sd store: what JetStream held is still there
+                    assert await jetstream_kept(nats_url) == b"still here"
                 await messages_flow(url, "lobby", f"after {victim}")
                 await echo_answers(echo, f"after {victim}")
                 now = launcher.pids()
