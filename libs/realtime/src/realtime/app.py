@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
+from realtime import metrics
 from realtime.bus import Bus, create_bus
 from realtime.connections import ConnectionCount, CountWebSockets
 from realtime.pulse import Sampler
@@ -39,6 +40,8 @@ def create_service_app(
 ) -> FastAPI:
     """A FastAPI app whose lifespan connects the bus, then runs the service's own lifespan.
 
+    ``GET /metrics`` serves the Prometheus metrics (realtime.metrics) unless ``METRICS=false``.
+
     ``app.state.readiness`` holds named checks; /readyz is 200 only when every check passes, and the bus
     is connected unless ``ready_needs_bus`` is False (the gateway routes traffic without NATS).
 
@@ -60,10 +63,11 @@ def create_service_app(
             host=settings.pulse_host,
             interval=settings.pulse_interval,
             connections=connections or websocket_count,
+            metrics_on=settings.metrics,
         )
         app.state.sampler = sampler
         try:
-            async with sampler.running():
+            async with sampler.running(), metrics.flushing():
                 if lifespan is None:
                     yield
                 else:
@@ -76,7 +80,12 @@ def create_service_app(
     app.state.settings = settings
     app.state.readiness = {}
     app.state.websocket_count = websocket_count
-    app.add_middleware(CountWebSockets, count=websocket_count)
+    app.add_middleware(
+        CountWebSockets, count=websocket_count, service=settings.service_name, metrics_on=settings.metrics
+    )
+    if settings.metrics:
+        # Prometheus text format; in multiprocess mode (gateway workers) the sum over every worker.
+        app.add_route("/metrics", metrics.metrics_endpoint, include_in_schema=False)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:

@@ -24,10 +24,12 @@ class RedactingFilter(logging.Filter):
         return True
 
 
-def setup_logging(level: str = "info") -> None:
+def setup_logging(level: str = "info", log_format: str | None = None, **names: str) -> None:
     """One root handler with the redaction filter; uvicorn's loggers propagate to it."""
     handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    from realtime.logformat import make_formatter  # text or LOG_FORMAT=json (it imports redact from here)
+
+    handler.setFormatter(make_formatter(log_format, **names))
     handler.addFilter(RedactingFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass
 
 import psutil
 
+from realtime import metrics
 from realtime.bus import Bus, BusUnavailable, safe_token
 
 logger = logging.getLogger(__name__)
@@ -111,6 +112,7 @@ class Sampler:
         host: str,
         interval: float,
         connections: Callable[[], int],
+        metrics_on: bool = True,
     ) -> None:
         if interval < 0.001:
             raise ValueError("the pulse interval must be at least a millisecond")
@@ -121,6 +123,10 @@ class Sampler:
         self.subject = sample_subject(service, instance)
         self.published = 0
         self.skipped = 0
+        on, skipped = metrics_on, metrics.PULSE_SAMPLES_SKIPPED
+        self._published_metric = metrics.child(metrics.PULSE_SAMPLES_PUBLISHED, on, service=service)
+        self._late_metric = metrics.child(skipped, on, service=service, reason="late")
+        self._no_bus_metric = metrics.child(skipped, on, service=service, reason="bus")
         self._process: psutil.Process | None = None  # made in the worker thread: it reads /proc too
 
     def measure(self, tick: int, connections: int) -> Sample:
@@ -162,15 +168,18 @@ class Sampler:
         cutoff = tick_start(tick, self.interval) + SAMPLE_CUTOFF * self.interval
         if time.time() > cutoff:
             self.skipped += 1
+            self._late_metric.inc()
             logger.warning("pulse sample for tick %d skipped: taken too late in its tick", tick)
             return False
         try:
             await self.bus.publish(self.subject, sample.to_json())
         except BusUnavailable:
             self.skipped += 1
+            self._no_bus_metric.inc()
             logger.debug("pulse sample for tick %d skipped: bus not connected", tick)
             return False
         self.published += 1
+        self._published_metric.inc()
         return True
 
     @contextlib.asynccontextmanager

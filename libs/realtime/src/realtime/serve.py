@@ -2,8 +2,10 @@
 
 import contextlib
 import os
+import shutil
 import socket
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import uvicorn
@@ -11,6 +13,7 @@ from fastapi import FastAPI, WebSocket
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from uvicorn.supervisors import Multiprocess
 
+from realtime import metrics
 from realtime.close_codes import CloseCode
 from realtime.logs import setup_logging
 from realtime.settings import ServiceSettings
@@ -130,7 +133,7 @@ def serve(
     """Blocks until SIGINT/SIGTERM: then clients get 1001, the lifespan drains the bus, and it exits.
 
     With ``settings.uds`` the same server also listens on that Unix socket."""
-    setup_logging(settings.log_level)
+    setup_logging(settings.log_level, settings.log_format, **log_names(settings))
     config = uvicorn_config(app_factory, settings, ws=ws)
     server = uvicorn.Server(config)
     if settings.uds is None:
@@ -144,6 +147,11 @@ def serve(
             os.unlink(settings.uds)
 
 
+def log_names(settings: ServiceSettings) -> dict[str, str]:
+    """What a JSON log line names its process by."""
+    return {"service": settings.service_name, "instance": settings.instance_id}
+
+
 def unix_listener(path: str) -> socket.socket:
     """A Unix stream socket bound at ``path`` (a stale file from a crashed run is replaced)."""
     with contextlib.suppress(FileNotFoundError):
@@ -154,12 +162,48 @@ def unix_listener(path: str) -> socket.socket:
     return sock
 
 
+WORKER_HEALTHCHECK_TIMEOUT = 30  # seconds a worker may take to answer uvicorn's ping (serve_workers)
+
+
 def serve_workers(app_factory: str, settings: ServiceSettings, workers: int, *, ws: type | str) -> None:
     """Like ``serve``, in ``workers`` processes sharing one listening socket (the kernel spreads the
     connections). ``app_factory`` is an import string called in each worker, which builds its settings
     from the environment and sets up its own logging. SIGTERM to this process reaches every worker, and
     each closes its clients with 1001."""
-    setup_logging(settings.log_level)
-    config = uvicorn_config(app_factory, settings, ws=ws)
-    config.workers = workers
-    Multiprocess(config, sockets=[config.bind_socket()]).run()
+    setup_logging(settings.log_level, settings.log_format, **log_names(settings))
+    with metrics_across_workers():
+        config = uvicorn_config(app_factory, settings, ws=ws)
+        config.workers = workers
+        # uvicorn kills a worker that does not answer its ping within this many seconds (5 by default);
+        # a freshly spawned worker answers only once its imports are done, which on a busy machine can
+        # take longer, and then it is killed and respawned forever.
+        config.timeout_worker_healthcheck = WORKER_HEALTHCHECK_TIMEOUT
+        MetricsMultiprocess(config, sockets=[config.bind_socket()]).run()
+
+
+@contextlib.contextmanager
+def metrics_across_workers() -> Iterator[None]:
+    """Prometheus multiprocess mode for the workers: each writes its values to files in one folder and
+    ``/metrics`` on any worker sums them. The folder is ``PROMETHEUS_MULTIPROC_DIR`` when set (emptied
+    first), else a fresh temporary one removed afterwards; the workers are spawned after it is set, so
+    they import prometheus_client with it."""
+    given = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    path = given or tempfile.mkdtemp(prefix="realtime-metrics-")
+    metrics.prepare_multiprocess_dir(path)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+    try:
+        yield
+    finally:
+        if given is None:
+            del os.environ["PROMETHEUS_MULTIPROC_DIR"]
+            shutil.rmtree(path, ignore_errors=True)
+
+
+class MetricsMultiprocess(Multiprocess):
+    """uvicorn's supervisor (it restarts a worker that dies); a dead worker's live gauges stop counting."""
+
+    def keep_subprocess_alive(self) -> None:
+        before = {p.pid for p in self.processes}
+        super().keep_subprocess_alive()
+        gone = before - {p.pid for p in self.processes}
+        metrics.mark_dead(pid for pid in gone if pid is not None)

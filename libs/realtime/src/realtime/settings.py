@@ -2,6 +2,7 @@
 
 import os
 import socket
+from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -21,7 +22,11 @@ class ServiceSettings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     log_level: str = "info"
+    # "text" (one readable line) or "json" (one JSON object per line, for log collectors).
+    log_format: Literal["text", "json"] = "text"
     access_log: bool = True
+    # Prometheus metrics at GET /metrics; off: no endpoint and nothing counted (to measure their cost).
+    metrics: bool = True
 
     # memory:// for one process; nats://host:port[,host:port...] for replicas and clusters.
     bus_url: str = "nats://127.0.0.1:4222"
@@ -46,7 +51,7 @@ class ServiceSettings(BaseSettings):
     # The host named in pulse samples; in Kubernetes set it to the node name (host CPU is the node's).
     pulse_host: str = Field(default_factory=socket.gethostname)
 
-    @field_validator("log_level")
+    @field_validator("log_level", "log_format", mode="before")
     @classmethod
     def _lower_level(cls, value: str) -> str:
         return value.lower()

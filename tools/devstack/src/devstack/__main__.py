@@ -1,4 +1,5 @@
-"""``python -m devstack`` (``make run``): start everything, print the URLs, stop all on Ctrl-C/SIGTERM."""
+"""``python -m devstack`` (``make run``): start everything, print the URLs, restart what dies, stop all on
+Ctrl-C/SIGTERM."""
 
 import logging
 import os
@@ -44,12 +45,8 @@ def main() -> int:
         print(f"devstack: {exc}", file=sys.stderr)
         return 1
     print("\nrealtime stack is up:", *stack.describe(), "Ctrl-C stops everything.\n", sep="\n", flush=True)
-    while not stopping.wait(0.5):
-        dead = [n for n, p in stack.processes.items() if not p.running]
-        if dead:
-            print(f"devstack: {', '.join(dead)} exited; stopping the stack", file=sys.stderr)
-            stack.stop()
-            return 1
+    # A process that exits unexpectedly is restarted with backoff; only Ctrl-C/SIGTERM ends the stack.
+    stack.supervise(stopping)
     print("\nstopping...", flush=True)
     stack.stop()
     print("stopped.", flush=True)

@@ -3,12 +3,19 @@
 Used by ``make run`` (``python -m devstack``) and by the system tests, so both run the same thing.
 Every child gets its own session and dies with the launcher (PR_SET_PDEATHSIG), logs are prefixed per
 process and kept in files, and ``stop()`` ends the gateway first, then the services, then NATS.
+
+``supervise()`` (``make run``; ``start_supervisor()`` runs it in a thread for tests) restarts a process
+that exits unexpectedly, with backoff (``RestartPolicy``), and logs which process, how it ended and when
+it is back; the others keep running. A restart reuses the process's command line, so NATS comes back on
+the same port with the same JetStream store (``-sd``) and a service on the same port and Unix socket.
+A process stopped on purpose (``stop_process``) stays stopped until ``start_process``.
 """
 
 import contextlib
 import ctypes
 import http.client
 import json
+import logging
 import os
 import shutil
 import signal
@@ -26,7 +33,9 @@ from typing import BinaryIO
 
 from realtime.testing import free_port
 
-__all__ = ["Stack", "StackConfig", "StackError", "free_port", "parse_scale"]
+__all__ = ["RestartPolicy", "Stack", "StackConfig", "StackError", "free_port", "parse_scale"]
+
+logger = logging.getLogger("devstack")
 
 # Service name -> (python module, first port when ports are fixed). Replica i listens on base + i - 1.
 SERVICES: dict[str, tuple[str, int]] = {
@@ -37,6 +46,8 @@ SERVICES: dict[str, tuple[str, int]] = {
 GATEWAY_MODULE = "gateway"
 # Variables the launcher sets per process; everything else in the environment passes through.
 PER_PROCESS = ("PORT", "HOST", "BUS_URL", "SERVICE_NAME", "INSTANCE_ID", "UPSTREAMS", "ROUTES", "UDS")
+# Never shared between processes: a multi-worker process makes a folder of its own (serve_workers).
+PER_PROCESS += ("PROMETHEUS_MULTIPROC_DIR",)
 
 
 def parse_scale(text: str) -> dict[str, int]:
@@ -68,6 +79,12 @@ class Process:
     log_path: Path
     popen: subprocess.Popen[bytes] | None = None
     _pump: threading.Thread | None = None
+    # Supervision: stopped on purpose (never restarted), restarts in a row, when it started, next restart.
+    held: bool = False
+    restarts: int = 0
+    started_at: float = 0.0
+    restart_at: float | None = None
+    awaiting_ready: bool = False
 
     @property
     def pid(self) -> int | None:
@@ -109,6 +126,40 @@ class StackError(RuntimeError):
     pass
 
 
+@dataclass(frozen=True)
+class RestartPolicy:
+    """Restart delays: ``first_delay``, times ``factor`` per restart in a row, at most ``max_delay``; a
+    process that stayed up ``stable_after`` seconds starts again from ``first_delay``."""
+
+    first_delay: float = 0.5
+    factor: float = 2.0
+    max_delay: float = 10.0
+    stable_after: float = 30.0
+
+    def delay(self, restarts: int) -> float:
+        return min(self.first_delay * self.factor**restarts, self.max_delay)
+
+
+@dataclass(frozen=True)
+class Event:
+    """What the supervisor saw: ``kind`` is "exited" (``detail``: how) or "back" (``detail``: new pid)."""
+
+    when: float  # time.time()
+    name: str
+    kind: str
+    detail: str
+
+
+def how_it_ended(returncode: int) -> str:
+    """``killed by SIGKILL`` or ``exit code 1``."""
+    if returncode < 0:
+        try:
+            return f"killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"killed by signal {-returncode}"
+    return f"exit code {returncode}"
+
+
 class Stack:
     def __init__(self, config: StackConfig) -> None:
         self.config = config
@@ -118,6 +169,11 @@ class Stack:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self._print_lock = threading.Lock()
         self.processes: dict[str, Process] = {}
+        self.events: list[Event] = []  # supervision events, oldest first
+        self._lock = threading.RLock()  # start/stop of a process vs the supervisor
+        self._supervisor: threading.Thread | None = None
+        self._stop_supervising = threading.Event()
+        self.supervised_rounds = 0  # supervision passes over every process so far
         self._plan()
 
     # --- what runs where ---------------------------------------------------------------------
@@ -206,9 +262,20 @@ class Stack:
             raise
 
     def start_process(self, name: str) -> Process:
+        """Start one process (again). Its command line never changes: same port, socket and store.
+
+        PR_SET_PDEATHSIG fires when the *thread* that started a child ends: call this from a thread that
+        lives as long as the stack (the main thread, or the supervisor's)."""
+        with self._lock:
+            return self._start_process(name)
+
+    def _start_process(self, name: str) -> Process:
         process = self.processes[name]
+        process.held = False
         if process.running:
             return process
+        if process._pump is not None:
+            process._pump.join(5)  # the previous run's last log lines first
         log = process.log_path.open("ab")
         process.popen = subprocess.Popen(
             process.argv,
@@ -219,6 +286,7 @@ class Stack:
             start_new_session=True,
             preexec_fn=die_with_parent,
         )
+        process.started_at = time.monotonic()
         process._pump = threading.Thread(target=self._pump, args=(process, log), daemon=True)
         process._pump.start()
         return process
@@ -253,27 +321,122 @@ class Stack:
                 time.sleep(0.05)
 
     def stop_process(self, name: str, sig: int = signal.SIGTERM, timeout: float = 10.0) -> None:
-        """Stop one process (SIGTERM: graceful; SIGKILL: a crash) and wait until it is gone."""
-        process = self.processes[name]
-        if process.popen is None or process.popen.poll() is not None:
+        """Stop one process on purpose (SIGTERM: graceful; SIGKILL: a crash) and wait until it is gone,
+        with whatever it started. The supervisor leaves it stopped until ``start_process``."""
+        with self._lock:
+            process = self.processes[name]
+            process.held = True
+            process.restart_at = None
+            process.awaiting_ready = False
+            if process.popen is None:
+                return
+            if process.popen.poll() is None:
+                process.popen.send_signal(sig)
+                try:
+                    process.popen.wait(timeout)
+                except subprocess.TimeoutExpired:
+                    process.popen.kill()
+                    process.popen.wait(5)
+                # Right after the leader is reaped: while a member lives, no new process can take the
+                # number, so only our own group is signalled (never a long-dead one's, which could be reused).
+                _end_group(process.popen.pid)
+            if process._pump is not None:
+                process._pump.join(5)
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> int:
+        """Signal one process as a crash would (the supervisor restarts it); returns the pid signalled."""
+        with self._lock:
+            process = self.processes[name]
+            if process.popen is None or not process.running:
+                raise StackError(f"{name} is not running")
+            process.popen.send_signal(sig)
+            return process.popen.pid
+
+    # --- supervision -------------------------------------------------------------------------
+    def supervise(self, stop: threading.Event, policy: RestartPolicy | None = None) -> None:
+        """Until ``stop`` is set: restart every process that exits without being stopped on purpose,
+        after ``policy``'s delay, and log when it is back (ready again)."""
+        policy = policy or RestartPolicy()
+        while not stop.wait(0.1):
+            for name in list(self.processes):
+                if stop.is_set():
+                    break
+                with self._lock:
+                    self._supervise_one(self.processes[name], policy)
+            self.supervised_rounds += 1
+
+    def start_supervisor(self, policy: RestartPolicy | None = None) -> None:
+        """``supervise()`` in a background thread until ``stop()`` (for tests)."""
+        if self._supervisor is not None:
             return
-        process.popen.send_signal(sig)
-        try:
-            process.popen.wait(timeout)
-        except subprocess.TimeoutExpired:
-            process.popen.kill()
-            process.popen.wait(5)
-        if process._pump is not None:
-            process._pump.join(5)
+        self._stop_supervising.clear()
+        self._supervisor = threading.Thread(
+            target=self.supervise,
+            args=(self._stop_supervising, policy),
+            name="devstack-supervisor",
+            daemon=True,
+        )
+        self._supervisor.start()
+
+    def _supervise_one(self, process: Process, policy: RestartPolicy) -> None:
+        if process.held or process.popen is None:
+            return
+        now = time.monotonic()
+        returncode = process.popen.poll()
+        if returncode is None:
+            if process.awaiting_ready and _http_ok(process.health_url):
+                process.awaiting_ready = False
+                self._event(process.name, "back", str(process.pid))
+                logger.warning(
+                    "devstack: %s is back at %s: pid %d, ready %.1f s after its restart",
+                    process.name,
+                    time.strftime("%H:%M:%S"),
+                    process.pid,
+                    now - process.started_at,
+                )
+            return
+        if process.restart_at is None:  # it just ended
+            _end_group(process.popen.pid)  # what it started (gateway workers) goes with it
+            if now - process.started_at >= policy.stable_after:
+                process.restarts = 0
+            delay = policy.delay(process.restarts)
+            process.restart_at = now + delay
+            process.awaiting_ready = False
+            ended = how_it_ended(returncode)
+            self._event(process.name, "exited", ended)
+            logger.warning(
+                "devstack: %s (pid %d) exited unexpectedly at %s: %s; restarting in %.1f s (restart %d)",
+                process.name,
+                process.popen.pid,
+                time.strftime("%H:%M:%S"),
+                ended,
+                delay,
+                process.restarts + 1,
+            )
+            return
+        if now >= process.restart_at:
+            process.restart_at = None
+            process.restarts += 1
+            self._start_process(process.name)
+            process.awaiting_ready = True
+
+    def _event(self, name: str, kind: str, detail: str) -> None:
+        self.events.append(Event(time.time(), name, kind, detail))
 
     def stop(self) -> None:
-        """Gateway first (clients get 1001), then the services together, then NATS; waits for each stage."""
+        """Gateway first (clients get 1001), then the services together, then NATS; waits for each stage.
+
+        The supervisor stops first, so nothing is restarted while the stack goes down."""
+        self._stop_supervising.set()
+        if self._supervisor is not None:
+            self._supervisor.join(10)
+            self._supervisor = None
         services = [n for n in self.processes if n not in ("gateway", "nats")]
         for stage in (["gateway"], services, ["nats"]):
             running = [n for n in stage if self.processes[n].running]
             for name in running:
                 self.processes[name].popen.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
-            for name in running:
+            for name in stage:
                 self.stop_process(name)
         if self._temporary:
             shutil.rmtree(self.log_dir, ignore_errors=True)
@@ -302,6 +465,24 @@ class Stack:
         for name, process in self.processes.items():
             if name != "gateway":
                 yield f"{name:<11} 127.0.0.1:{process.port}   pid {process.pid}   log {process.log_path}"
+
+
+def _end_group(pgid: int, grace: float = 5.0) -> None:
+    """End what is left of a child's process group (each child leads its own session): SIGTERM, then
+    SIGKILL after ``grace`` seconds. Gateway workers outlive a killed gateway parent otherwise."""
+    try:
+        os.killpg(pgid, signal.SIGTERM)
+    except (ProcessLookupError, PermissionError):
+        return  # nothing left
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except (ProcessLookupError, PermissionError):
+            return
+        time.sleep(0.05)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
 
 
 def _http_ok(url: str) -> bool:
