@@ -260,3 +260,18 @@ async def test_history_gives_the_last_messages_before_live() -> None:
             welcome = await recv_json(late)
             assert welcome["seq"] == 5 and "recovered" not in welcome
             assert [(await recv_json(late))["text"] for _ in range(3)] == ["h2", "h3", "h4"]
+
+
+async def test_a_recreated_history_sends_members_away_to_resume_and_says_not_recovered() -> None:
+    async with served() as (app, url), client(f"{url}/ws/lobby?format=json") as member:
+        welcome = await recv_json(member)
+        await member.send("before")
+        seq = (await recv_json(member))["seq"]
+        bus = app.state.bus
+        bus._streams.clear()  # the server lost its store: the stream is made again, a new epoch
+        bus._ready_changed(True)  # as after a reconnect
+        assert await close_of(member) == (CloseCode.SERVICE_RESTART, "history reset")
+        async with client(f"{url}/ws/lobby?format=json&since={seq}&epoch={welcome['epoch']}") as back:
+            again = await recv_json(back)
+            assert again["recovered"] is False and again["epoch"] != welcome["epoch"]
+            assert again["seq"] == 0
