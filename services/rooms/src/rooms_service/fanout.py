@@ -266,7 +266,7 @@ class Rooms:
         except BaseException:
             await room.close()
             raise
-        room._task = asyncio.create_task(self._listen(room), name=f"room {room_id}")
+        room._task = asyncio.create_task(self._listen(room, room.subscription), name=f"room {room_id}")
         return room
 
     async def greet(self, room: Room, member: Member, resume: Resume) -> None:
@@ -417,9 +417,8 @@ class Rooms:
             await room.close()
 
     # --- delivery: one listener task per room -------------------------------------------------
-    async def _listen(self, room: Room) -> None:
-        assert room.subscription is not None
-        async for message in room.subscription:
+    async def _listen(self, room: Room, subscription: Subscription) -> None:
+        async for message in subscription:
             try:
                 if message.seq:
                     await self._on_stored(room, message)

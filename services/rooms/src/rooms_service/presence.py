@@ -125,6 +125,7 @@ class Census:
             self._bus.subscribe(self.reply_subject) as replies,
         ):
             self.live.set()
+            await self.beat()  # the others answer with theirs: this replica knows them in one round trip
             async with asyncio.TaskGroup() as jobs:
                 jobs.create_task(self._serve(inbox), name="presence queries")
                 jobs.create_task(self._collect(replies), name="presence answers")
@@ -134,7 +135,10 @@ class Census:
             try:
                 event = json.loads(message.payload)
                 origin = str(event["origin"])
+                new = origin != self.origin and origin not in self.peers()
                 self._saw(origin)
+                if new and message.subject == self.beat_subject:
+                    await self.beat()  # a replica that just started: tell it about this one now
                 if message.subject == self.query_subject and origin != self.origin:
                     room_id = str(event["room"])
                     answer = {"origin": self.origin, "room": room_id, "id": event["id"]}
