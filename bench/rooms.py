@@ -9,12 +9,16 @@ Each target in turn (never two at once), one load generator process (bench/rooms
 (10 messages/s, 10 s), end-to-end latency p50/p99. Saturated: closed loop with 16 messages in flight,
 deliveries per second. Bounded: every process started here is stopped, each load run has a deadline.
 
+Catch-up (our fast configuration only): a JSON member leaves, 1 000 messages are stored meanwhile, and it
+comes back through the gateway with ``since``: the time from its connect until it has all 1 000.
+
     make bench                      # every suite
     .venv/bin/python -m bench rooms
     BENCH_ROOMS_MEMBERS=1000 BENCH_ROOMS_SECONDS=5 BENCH_ROOMS_PACED_SECONDS=10 BENCH_ROOMS_OFFERED=10000 \
         .venv/bin/python -m bench rooms
 """
 
+import asyncio
 import json
 import os
 import socket
@@ -23,6 +27,7 @@ import sys
 import time
 
 from devstack.stack import Stack, StackConfig, free_port
+from websockets.asyncio.client import connect
 
 MEMBERS = int(os.environ.get("BENCH_ROOMS_MEMBERS", "1000"))
 SENDERS = int(os.environ.get("BENCH_ROOMS_SENDERS", "10"))
@@ -31,6 +36,7 @@ PACED_SECONDS = float(os.environ.get("BENCH_ROOMS_PACED_SECONDS", "10"))
 OFFERED = float(os.environ.get("BENCH_ROOMS_OFFERED", "10000"))
 WINDOW = int(os.environ.get("BENCH_ROOMS_WINDOW", "16"))
 LOAD_DEADLINE = 240.0  # seconds for one load generator run, connecting included
+MISSED = int(os.environ.get("BENCH_ROOMS_MISSED", "1000"))  # messages a member catches up on
 
 BASELINES = {
     "FastAPI ConnectionManager (1 process)": ("bench.rooms_baseline_manager:app", "/ws/{i}"),
@@ -103,20 +109,51 @@ def run_baseline(app: str, path: str) -> dict:
             server.wait(5)
 
 
-def run_ours(gateway_workers: str, unix_sockets: bool) -> dict:
+def run_ours(gateway_workers: str, unix_sockets: bool, catch_up: bool = False) -> dict:
     env = {"LOG_LEVEL": "warning", "ACCESS_LOG": "false", "MESSAGE_RATE": "100000", "MESSAGE_BURST": "100000"}
     env["GATEWAY_WORKERS"] = gateway_workers
+    env["ROOM_HISTORY_SIZE"] = str(2 * MISSED)  # the member's last seen message stays in the history
     config = StackConfig.for_tests("rooms=2", **env)
     config.unix_sockets = unix_sockets
     with Stack(config) as stack:
-        return run_load(f"{stack.gateway_url}/ws/bench")
+        result = run_load(f"{stack.gateway_url}/ws/bench")
+        if catch_up:
+            result["catch_up_s"] = asyncio.run(measure_catch_up(stack.gateway_url, MISSED))
+        return result
+
+
+async def measure_catch_up(base: str, missed: int, deadline: float = 60.0) -> float:
+    """Seconds from a member's reconnect (with ``since``) until it has the ``missed`` messages."""
+    room = f"{base}/ws/catch-up?format=json"
+    async with asyncio.timeout(deadline):
+        async with connect(room, compression=None) as member:
+            welcome = json.loads(await member.recv())
+        async with connect(room, compression=None, max_size=None) as sender:
+            await sender.recv()  # its welcome
+            for i in range(missed):
+                await sender.send(json.dumps({"text": f"missed {i}", "id": f"catch-up-{i}"}))
+            acked = 0
+            while acked < missed:  # every one stored (its own echoes come too)
+                if json.loads(await sender.recv())["type"] == "ack":
+                    acked += 1
+        started = time.perf_counter()
+        query = f"&since={welcome['seq']}&epoch={welcome['epoch']}"
+        async with connect(room + query, compression=None, max_size=None) as back:
+            told = json.loads(await back.recv())
+            if told.get("recovered") is not True:
+                raise RuntimeError(f"catch-up: not recovered: {told}")
+            got = 0
+            while got < missed:
+                if json.loads(await back.recv())["type"] == "message":
+                    got += 1
+            return time.perf_counter() - started
 
 
 def main() -> None:
     results: dict[str, dict] = {}
     for name, (workers, unix_sockets) in OURS_WORKERS.items():
         print(f"{name} ...", file=sys.stderr, flush=True)
-        results[name] = run_ours(workers, unix_sockets)
+        results[name] = run_ours(workers, unix_sockets, catch_up=name == OURS)
     for name, (app, path) in BASELINES.items():
         print(f"{name} ...", file=sys.stderr, flush=True)
         results[name] = run_baseline(app, path)
@@ -139,6 +176,11 @@ def print_table(results: dict[str, dict]) -> None:
         print(
             f"| {name} | {sat['deliveries_per_s']:,.0f} | {sat['p50_ms']:.1f} / {sat['p99_ms']:.1f} | "
             f"{paced['p50_ms']:.1f} / {paced['p99_ms']:.1f} | {sat['lost'] + paced['lost']} |"
+        )
+    if "catch_up_s" in results[OURS]:
+        print(
+            f"\nCatch-up through the gateway ({OURS}): a member back with `since` had its {MISSED:,} "
+            f"missed messages after {results[OURS]['catch_up_s'] * 1000:.0f} ms."
         )
     manager = results["FastAPI ConnectionManager (1 process)"]
     for ours_name in OURS_WORKERS:

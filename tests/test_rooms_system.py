@@ -3,6 +3,7 @@
 import asyncio
 import json
 import signal
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -59,6 +60,11 @@ def nats_room_subjects(stack: Stack) -> dict[str, list[str]]:
             details = conn.get("subscriptions_list_detail") or []
             subjects[name.split("/", 1)[1]] = sorted(d["subject"] for d in details)
     return subjects
+
+
+def is_service_subject(subject: str) -> bool:
+    """A replica's own subscriptions, not a room's: the shared throttle and presence."""
+    return subject == "rooms.auth.results" or subject.startswith("rooms.presence.")
 
 
 async def recv_n(conn: ClientConnection, n: int) -> list[str | bytes]:
@@ -168,7 +174,7 @@ async def test_invalid_room_id_gets_1008_and_hears_nothing(rooms_stack: Stack, p
             )
         assert await recv(chatter) == "talking in the lobby"
     for subjects in nats_room_subjects(rooms_stack).values():
-        rooms = [s for s in subjects if s.startswith("rooms.") and s != "rooms.auth.results"]
+        rooms = [s for s in subjects if s.startswith("rooms.") and not is_service_subject(s)]
         assert not [s for s in rooms if "*" in s or ">" in s or s.count(".") != 1 or " " in s]
 
 
@@ -196,7 +202,7 @@ async def test_json_members_see_presence_across_replicas(rooms_stack: Stack) -> 
             await guest.send("hello from replica 2")
             message = await next_event(watcher)
             assert message["type"] == "message" and message["text"] == "hello from replica 2"
-            assert message["sender"] == joined["member"] and message["seq"] > joined["seq"]
+            assert message["sender"] == joined["member"] and message["seq"] > 0 and "seq" not in joined
             echoed = await next_event(guest, guest_counts)
             assert (echoed["seq"], echoed["ts"]) == (message["seq"], message["ts"])  # same on both replicas
             # the guest's replica learns the watcher from rooms-1's answer to its join: the count converges
@@ -221,6 +227,19 @@ async def test_passwords_never_reach_any_log(rooms_stack: Stack) -> None:
     assert "/ws/VIP?pass=***" in logs
     assert PASSWORD not in logs
     assert WRONG not in logs
+
+
+async def closed_with_after_backlog(conn: ClientConnection, deadline: float = 60.0) -> tuple[int, str]:
+    """Read a (long) backlog to its end; returns the close code and reason the server sent."""
+    try:
+        async with asyncio.timeout(deadline):
+            async for _ in conn:
+                pass
+    except ConnectionClosed:
+        pass
+    received = conn.protocol.close_rcvd
+    assert received is not None, "the connection ended without a close frame (1006)"
+    return received.code, received.reason
 
 
 # Each test below needs a stack of its own.
@@ -266,13 +285,13 @@ async def test_client_that_never_reads_is_cut_off_while_others_keep_up() -> None
                 await sender.send("done")
                 assert await reading == sent  # every message, in order, nothing lost
             draining.cancel()
-            assert "cut off: slow consumer" in stack.all_logs()
+            assert "slow consumer cut off" in stack.all_logs()
             await wait_until_async(
                 lambda: sum(room_stats(stack, r)["members"] for r in ("rooms-1", "rooms-2")) == 2,
                 "the slow member to be removed",
             )
-            code, _ = await closed_with(sleeper)  # it ends; the code depends on what still got through
-            assert code in (CloseCode.POLICY_VIOLATION, CloseCode.SERVICE_RESTART, CloseCode.ABNORMAL)
+            # it reads its bounded backlog, then sees 1013 (resume), through the gateway
+            assert await closed_with_after_backlog(sleeper) == (CloseCode.TRY_AGAIN_LATER, "slow consumer")
 
 
 async def test_nats_restart_restores_room_subscriptions_without_reconnecting() -> None:
@@ -312,7 +331,7 @@ async def test_stopping_replica_says_1001_and_the_others_see_its_members_leave()
             assert (left["type"], left["member"], left["count"]) == ("leave", joined["member"], 1)
 
 
-async def test_a_crashed_replicas_members_stop_counting_after_three_heartbeats() -> None:
+async def test_a_crashed_replicas_members_stop_counting_within_two_presence_intervals() -> None:
     with make_stack("rooms=2", PRESENCE_INTERVAL="0.5") as stack:
         async with (
             await ws(f"{replica_url(stack, 'rooms-1')}/ws/crash?format=json") as stays,
@@ -321,9 +340,12 @@ async def test_a_crashed_replicas_members_stop_counting_after_three_heartbeats()
             assert (await next_event(stays))["type"] == "welcome"
             assert (await next_event(stays))["count"] == 2
             stack.stop_process("rooms-2", signal.SIGKILL)  # no leave is ever announced
+            killed = time.monotonic()
             counts: list[int] = []
             async with asyncio.timeout(DEADLINE):
                 while counts[-1:] != [1]:
                     event = json.loads(await recv(stays))
                     assert event["type"] == "members"
                     counts.append(event["count"])
+            # 2 x PRESENCE_INTERVAL, plus a little for a busy shared machine's scheduling
+            assert time.monotonic() - killed < 2 * 0.5 + 0.4

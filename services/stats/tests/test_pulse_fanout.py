@@ -11,6 +11,9 @@ class FakeWriter:
         self.buffered = 0
         self.open = True
 
+    def close(self, code: int, reason: str = "", *, abort_after: float = 0) -> None:
+        self.open = False
+
     def write(self, frame: bytes) -> bool:
         if not self.open:
             return False

@@ -8,10 +8,25 @@ class CloseCode(IntEnum):
     GOING_AWAY = 1001  # this instance is shutting down: reconnect
     NO_STATUS = 1005  # reported locally when a close frame carried no code
     ABNORMAL = 1006  # reported locally when the TCP connection dropped without a close frame
-    POLICY_VIOLATION = 1008  # bad origin, rate limit, invalid room id, slow consumer
+    POLICY_VIOLATION = 1008  # bad origin, rate limit, invalid room id
     MESSAGE_TOO_BIG = 1009
     INTERNAL_ERROR = 1011
     SERVICE_RESTART = 1012  # the gateway lost its upstream because that service restarted
-    TRY_AGAIN_LATER = 1013  # no healthy upstream, or overloaded
+    TRY_AGAIN_LATER = 1013  # no healthy upstream, overloaded, or a slow consumer cut off: resume
     FORBIDDEN = 4003  # wrong or missing room password
     NOT_FOUND = 4004  # no such path at the gateway
+
+
+# What a client does on each code (README, rooms section): come back and resume, or stop.
+RECONNECT = frozenset(
+    {
+        CloseCode.GOING_AWAY,
+        CloseCode.ABNORMAL,
+        CloseCode.INTERNAL_ERROR,
+        CloseCode.SERVICE_RESTART,
+        CloseCode.TRY_AGAIN_LATER,
+    }
+)
+FINAL = frozenset(
+    {CloseCode.POLICY_VIOLATION, CloseCode.MESSAGE_TOO_BIG, CloseCode.FORBIDDEN, CloseCode.NOT_FOUND}
+)

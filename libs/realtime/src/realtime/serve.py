@@ -50,9 +50,11 @@ class FrameWriter:
         self._protocol.transport.write(frame)
         return True
 
-    def close(self, code: int, reason: str = "", *, abort_after: float = 1.0) -> None:
-        """Send a close frame now; drop the TCP connection if the client has not finished closing by
-        ``abort_after`` seconds (a client that stopped reading never will)."""
+    def close(self, code: int, reason: str = "", *, abort_after: float = 60.0) -> None:
+        """Queue a close frame behind what is already queued; drop the connection if the client has not
+        finished closing ``abort_after`` seconds later (a client that stopped reading for good never
+        will). Until then a client that reads again gets its backlog, then the close code: nothing more
+        is written after the close, so that backlog is bounded."""
         p = self._protocol
         if not self.open:
             return

@@ -4,7 +4,8 @@ Reads top to bottom: the app factory and its lifespan, the WebSocket route, then
 The order inside a connection is the contract: room id, format and password are decided before the
 client joins or receives anything, and a refusal is accepted first so it is a close code the client can
 see (4003 "forbidden", 1008 "invalid room id"), never an HTTP 403. A member then joins (its replica's
-subscription confirmed live over the bus), and only then is its handshake accepted.
+subscription confirmed live over the bus), and only then is its handshake accepted; a JSON member is
+then welcomed and caught up (``since``/``epoch``, ``history``) before it hears the live stream.
 """
 
 import asyncio
@@ -17,9 +18,11 @@ from typing import Annotated, Any
 from fastapi import FastAPI, Query, WebSocket
 from realtime.app import create_service_app
 from realtime.close_codes import CloseCode
+from realtime.frames import text_frame
 from realtime.serve import frame_writer
 
-from rooms_service.fanout import Member, Room, Rooms
+from rooms_service import envelopes
+from rooms_service.fanout import Member, Resume, Room, Rooms
 from rooms_service.guard import FailureThrottle, PasswordGuard, Verdict
 from rooms_service.limits import TokenBucket
 from rooms_service.room_ids import InvalidRoomId, validate_room_id
@@ -47,9 +50,12 @@ def create_app(settings: RoomsSettings | None = None) -> FastAPI:
         results = results_subject(settings.subject_prefix)
         guard.announce = announcer(bus, results, origin)
         tasks = [
+            asyncio.create_task(rooms.keep_history(), name="room history"),
+            asyncio.create_task(rooms.census.run(), name="presence census"),
             asyncio.create_task(rooms.heartbeat(), name="presence heartbeat"),
             asyncio.create_task(apply_others(bus, results, origin, guard), name="shared throttle"),
         ]
+        app.state.readiness["history"] = lambda: rooms.history_ready
         try:
             yield
         finally:
@@ -74,6 +80,9 @@ def create_app(settings: RoomsSettings | None = None) -> FastAPI:
         room_id: str,
         password: Annotated[str | None, Query(alias="pass")] = None,
         wire_format: Annotated[str, Query(alias="format")] = "text",
+        since: str | None = None,
+        epoch: str | None = None,
+        history: str | None = None,
     ) -> None:
         try:
             validate_room_id(room_id, settings.room_id_max_length)
@@ -83,13 +92,18 @@ def create_app(settings: RoomsSettings | None = None) -> FastAPI:
         if wire_format not in FORMATS:
             await _refuse(websocket, CloseCode.POLICY_VIOLATION, "format must be text or json")
             return
+        try:
+            resume = _resume(wire_format == "json", since, epoch, history, settings.room_history_max)
+        except ValueError as exc:
+            await _refuse(websocket, CloseCode.POLICY_VIOLATION, str(exc))
+            return
         client = websocket.client.host if websocket.client else "unknown"
         verdict = await guard.check(room_id, client, password)
         if verdict != Verdict.ALLOWED:
             logger.warning("room %s: refused %s (%s password)", room_id, client, verdict)
             await _refuse(websocket, CloseCode.FORBIDDEN, "forbidden")
             return
-        await _session(app.state.rooms, settings, websocket, room_id, wire_format == "json")
+        await _session(app.state.rooms, settings, websocket, room_id, wire_format == "json", resume)
 
     @app.websocket("/ws/{rest:path}")
     async def not_a_room(websocket: WebSocket, rest: str) -> None:
@@ -104,50 +118,83 @@ async def _refuse(websocket: WebSocket, code: CloseCode, reason: str) -> None:
     await websocket.close(code, reason)
 
 
+def _resume(json: bool, since: str | None, epoch: str | None, history: str | None, most: int) -> Resume:
+    """``since``/``epoch``/``history`` (JSON format only), checked before anything is joined."""
+    if not json:
+        if since is not None or history is not None:
+            raise ValueError("since and history need format=json")
+        return Resume()
+    if since is not None and not (since.isdigit() and len(since) <= 20):
+        raise ValueError("since must be a message seq")
+    if history is not None and not (history.isdigit() and len(history) <= 9):
+        raise ValueError("history must be a count")
+    if epoch is not None and len(epoch) > 64:
+        raise ValueError("epoch too long")
+    return Resume(
+        since=int(since) if since is not None else None,
+        epoch=epoch,
+        history=min(int(history), most) if history is not None else 0,
+    )
+
+
 async def _session(
-    rooms: Rooms, settings: RoomsSettings, websocket: WebSocket, room_id: str, json: bool
+    rooms: Rooms, settings: RoomsSettings, websocket: WebSocket, room_id: str, json: bool, resume: Resume
 ) -> None:
     """Join first (the member hears the room from the moment its handshake completes), then accept."""
-    member = Member(secrets.token_hex(6), websocket, frame_writer(websocket), json)
+    writer = frame_writer(websocket)
+    if writer is None:
+        raise RuntimeError("rooms needs the platform's WebSocket protocol (realtime.serve)")
+    member = Member(secrets.token_hex(6), websocket, writer, json)
     try:
         room = await rooms.join(room_id, member)
-    except Exception as exc:  # never connected to NATS, or its reconnect buffer is full
+    except Exception as exc:  # never connected to NATS, its reconnect buffer is full, or no history yet
         logger.warning("room %s: could not join (%s)", room_id, type(exc).__name__)
         await _refuse(websocket, CloseCode.TRY_AGAIN_LATER, "messaging unavailable")
         return
     try:
         await websocket.accept()
-        await rooms.greet(room, member)
+        try:
+            await rooms.greet(room, member, resume)
+        except Exception as exc:  # the history went away between join and welcome
+            logger.warning("room %s: could not welcome (%s)", room_id, type(exc).__name__)
+            _close(member, CloseCode.TRY_AGAIN_LATER, "messaging unavailable")
+            return
         await _relay(rooms, room, member, TokenBucket(settings.message_rate, settings.message_burst))
     finally:
         await rooms.leave(room, member)
 
 
 async def _relay(rooms: Rooms, room: Room, member: Member, bucket: TokenBucket) -> None:
-    """Publish what the member says until it leaves or breaks a limit (size is uvicorn's: 1009)."""
+    """Store what the member says until it leaves or breaks a limit (size is uvicorn's: 1009); a JSON
+    member that gave an id is acknowledged with the stored seq once it is stored."""
     while True:
         message: dict[str, Any] = await member.websocket.receive()
         if message["type"] == "websocket.disconnect":
             return
         text = message.get("text")
         if text is None:
-            await _close(member, CloseCode.POLICY_VIOLATION, "text messages only")
+            _close(member, CloseCode.POLICY_VIOLATION, "text messages only")
             return
         if not bucket.take():
-            await _close(member, CloseCode.POLICY_VIOLATION, "rate limit exceeded")
+            _close(member, CloseCode.POLICY_VIOLATION, "rate limit exceeded")
             return
+        msg_id = None
+        if member.json:
+            try:
+                text, msg_id = envelopes.parse_send(text)
+            except ValueError:
+                _close(member, CloseCode.POLICY_VIOLATION, "invalid message id")
+                return
         try:
-            await rooms.say(room, member, text)
-        except Exception as exc:  # never connected, or NATS gone so long that nats-py's buffer is full
-            logger.warning("room %s: could not publish (%s)", room.id, type(exc).__name__)
-            await _close(member, CloseCode.TRY_AGAIN_LATER, "messaging unavailable")
+            stored = await rooms.say(room, member, text, msg_id)
+        except Exception as exc:  # NATS away for longer than ROOM_STORE_TIMEOUT
+            logger.warning("room %s: could not store (%s)", room.id, type(exc).__name__)
+            _close(member, CloseCode.TRY_AGAIN_LATER, "messaging unavailable")
             return
+        if msg_id is not None:
+            member.writer.write(text_frame(envelopes.ack(msg_id, stored.seq)))
 
 
-async def _close(member: Member, code: CloseCode, reason: str) -> None:
-    # The FrameWriter closes without waiting for the client to drain its backlog (it may never read).
-    if member.writer is not None:
-        member.writer.close(code, reason)
-    else:
-        with contextlib.suppress(Exception):
-            await member.websocket.close(code, reason)
+def _close(member: Member, code: CloseCode, reason: str) -> None:
+    # The FrameWriter closes behind what is queued, without waiting for the client to read it.
+    member.writer.close(code, reason, abort_after=5.0)

@@ -1,16 +1,17 @@
-"""What travels on a room's NATS subject, and the JSON envelopes ``?format=json`` clients receive.
+"""What rooms store and publish, and the JSON envelopes ``?format=json`` clients receive.
 
-On the subject (one JSON object per NATS message, ``origin`` is the publishing replica):
-- ``message``: room, sender, text, ts (server time, seconds since the epoch), seq, origin. JSON clients
-  get these bytes exactly as published, so a message is encoded once, by the replica that received it.
-- ``join`` / ``leave``: room, member, ts, seq, origin, local (that replica's member count after it).
-- ``count``: room, seq, origin, local: a replica's heartbeat, and its answer to a join from a replica
-  it did not know yet. Never forwarded as such; clients get ``members`` when the room's total changes.
+Stored (the room's history, one JetStream message per room message, on ``<prefix>.msg.<room>``):
+- ``message``: room, sender, text, ts (server time, seconds since the epoch), origin (the replica that
+  received it) and, when the sender gave one, its ``id``. The stream's sequence is not inside (it is
+  given when stored): each replica splices ``"seq":N`` in once, so JSON clients get
+  ``{...,"origin":...,"seq":N}``, encoded once per replica, the same bytes for every local member.
 
-``seq`` is the room's Lamport clock: a replica stamps what it publishes with one more than the highest
-seq it has sent or seen in that room. Every member of every replica sees the same seq for a message,
-seqs from one sender only grow, and a message sent after seeing another has a higher seq; two replicas
-publishing at the same moment may use the same seq ((seq, origin) is unique and orders them).
+Published on core NATS (ephemeral, on the room's subject ``<prefix>.<room>``, with the republished
+stored messages):
+- ``join`` / ``leave``: room, member, ts, origin, local (that replica's member count after it);
+- ``count``: room, origin, local: a replica's heartbeat. Never forwarded as such; clients get
+  ``members`` when the room's total changes.
+Presence events carry no ``seq``: clients resume on message seqs only.
 """
 
 import json
@@ -23,35 +24,56 @@ LEAVE = "leave"
 COUNT = "count"
 WELCOME = "welcome"
 MEMBERS = "members"
+ACK = "ack"
 
 
 def encode(event: dict[str, Any]) -> bytes:
     return json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
-def message(room: str, sender: str, text: str, seq: int, origin: str) -> bytes:
-    event = {"type": MESSAGE, "room": room, "sender": sender, "text": text, "ts": time.time(), "seq": seq}
+def message(room: str, sender: str, text: str, origin: str, msg_id: str | None = None) -> bytes:
+    """The stored body of one message (no seq yet)."""
+    event: dict[str, Any] = {"type": MESSAGE, "room": room, "sender": sender, "text": text}
+    event["ts"] = time.time()
     event["origin"] = origin
+    if msg_id is not None:
+        event["id"] = msg_id
     return encode(event)
 
 
-def membership(kind: str, room: str, member: str, seq: int, origin: str, local: int) -> bytes:
-    event = {"type": kind, "room": room, "member": member, "ts": time.time(), "seq": seq, "origin": origin}
-    event["local"] = local
-    return encode(event)
+def with_seq(stored: bytes, seq: int) -> bytes:
+    """A stored body as JSON clients get it: ``"seq"`` spliced in before the closing brace."""
+    return b'%s,"seq":%d}' % (stored[:-1], seq)
 
 
-def count(room: str, seq: int, origin: str, local: int) -> bytes:
-    return encode({"type": COUNT, "room": room, "seq": seq, "origin": origin, "local": local})
+def stored_text(stored: bytes) -> str | None:
+    """The text of a stored message; None for anything that is not one of ours."""
+    try:
+        event = json.loads(stored)
+    except ValueError:
+        return None
+    if not isinstance(event, dict) or event.get("type") != MESSAGE or not isinstance(event.get("text"), str):
+        return None
+    return event["text"]
+
+
+def membership(kind: str, room: str, member: str, origin: str, local: int) -> bytes:
+    return encode(
+        {"type": kind, "room": room, "member": member, "ts": time.time(), "origin": origin, "local": local}
+    )
+
+
+def count(room: str, origin: str, local: int) -> bytes:
+    return encode({"type": COUNT, "room": room, "origin": origin, "local": local})
 
 
 def decode(payload: bytes) -> dict[str, Any]:
-    """A subject message as a dict; ValueError for anything that is not one of ours."""
+    """A presence event as a dict; ValueError for anything that is not one of ours."""
     event = json.loads(payload)
-    if not isinstance(event, dict) or event.get("type") not in (MESSAGE, JOIN, LEAVE, COUNT):
-        raise ValueError("not a rooms event")
-    if not isinstance(event.get("seq"), int) or not isinstance(event.get("origin"), str):
-        raise ValueError("rooms event without seq or origin")
+    if not isinstance(event, dict) or event.get("type") not in (JOIN, LEAVE, COUNT):
+        raise ValueError("not a rooms presence event")
+    if not isinstance(event.get("origin"), str):
+        raise ValueError("rooms event without origin")
     return event
 
 
@@ -63,7 +85,6 @@ def for_client(event: dict[str, Any], total: int) -> str:
             "room": event.get("room"),
             "member": event.get("member"),
             "ts": event.get("ts"),
-            "seq": event["seq"],
             "count": total,
         },
         separators=(",", ":"),
@@ -75,7 +96,32 @@ def members(room: str, total: int) -> str:
     return json.dumps({"type": MEMBERS, "room": room, "count": total}, separators=(",", ":"))
 
 
-def welcome(room: str, member: str, total: int, seq: int) -> str:
-    return json.dumps(
-        {"type": WELCOME, "room": room, "you": member, "count": total, "seq": seq}, separators=(",", ":")
-    )
+def welcome(room: str, member: str, total: int, seq: int, epoch: str, recovered: bool | None) -> str:
+    event: dict[str, Any] = {"type": WELCOME, "room": room, "you": member, "count": total, "seq": seq}
+    event["epoch"] = epoch
+    if recovered is not None:
+        event["recovered"] = recovered
+    return json.dumps(event, separators=(",", ":"))
+
+
+def ack(msg_id: str, seq: int) -> str:
+    return json.dumps({"type": ACK, "id": msg_id, "seq": seq}, separators=(",", ":"), ensure_ascii=False)
+
+
+def parse_send(text: str) -> tuple[str, str | None]:
+    """What a JSON-format client sent: ``{"text": ..., "id": ...}`` gives (text, id); any other frame is
+    the text itself, without an id."""
+    if not text.startswith("{"):
+        return text, None
+    try:
+        event = json.loads(text)
+    except ValueError:
+        return text, None
+    if not isinstance(event, dict) or not isinstance(event.get("text"), str):
+        return text, None
+    msg_id = event.get("id")
+    if msg_id is not None and not (
+        isinstance(msg_id, str) and 0 < len(msg_id) <= 128 and msg_id.isprintable()
+    ):
+        raise ValueError("id must be a printable string of at most 128 characters")
+    return event["text"], msg_id

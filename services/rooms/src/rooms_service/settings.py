@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 from pydantic import Field, field_validator
+from realtime.bus import is_safe_token
 from realtime.settings import ServiceSettings
 
 
@@ -35,14 +36,40 @@ class RoomsSettings(ServiceSettings):
 
     subject_prefix: str = "rooms"
     # Seconds between presence heartbeats (each replica's member count per room); a replica that has
-    # not been heard for three intervals no longer counts.
+    # not been heard for 1.5 intervals no longer counts (gone within 2 intervals of its death).
     presence_interval: float = Field(default=10.0, gt=0)
+    # Seconds a join waits for the other replicas' member counts before it greets with what it has.
+    presence_query_timeout: float = Field(default=0.5, gt=0, le=5)
+
+    # The room history (a JetStream stream, file storage): messages kept per room, and for how long.
+    room_history_size: int = Field(default=1000, ge=1)
+    room_history_ttl: float = Field(default=86_400.0, gt=0)
+    # The most messages ``?history=N`` may ask for.
+    room_history_max: int = Field(default=100, ge=0)
+    # Seconds a message id is remembered: a resend with the same id inside it is stored once.
+    room_dedup_window: float = Field(default=120.0, gt=0)
+    # Copies of the history (JetStream replicas): 1 on one NATS server, 3 on a 3-node cluster.
+    room_stream_replicas: int = Field(default=1, ge=1, le=5)
+    room_stream_name: str = "ROOMS"
+    # Seconds a send may keep retrying to store its message (NATS restarting) before the sender is told
+    # 1013 "messaging unavailable" (it resends after reconnecting: the message id makes that safe).
+    room_store_timeout: float = Field(default=10.0, gt=0)
+    # Seconds a member cut off as a slow consumer (1013) keeps its connection to read its backlog and
+    # the close frame before the connection is dropped.
+    slow_consumer_close_deadline: float = Field(default=60.0, gt=0)
 
     @field_validator("subject_prefix")
     @classmethod
     def _plain_prefix(cls, value: str) -> str:
         if not value or any(c in value for c in " *>\t\r\n") or value.startswith(".") or value.endswith("."):
             raise ValueError("subject_prefix must be a plain NATS subject without wildcards")
+        return value
+
+    @field_validator("room_stream_name")
+    @classmethod
+    def _plain_stream_name(cls, value: str) -> str:
+        if not is_safe_token(value):
+            raise ValueError("room_stream_name must be letters, digits, '_' or '-'")
         return value
 
     def passwords(self) -> dict[str, str]:

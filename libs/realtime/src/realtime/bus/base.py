@@ -19,6 +19,39 @@ class BusUnavailable(RuntimeError):
 class Message:
     subject: str
     payload: bytes
+    # A stored message republished by its stream to subscribers (see StreamSpec.republish_to): its stream
+    # sequence and the previous sequence stored on the same subject (0: the first). 0/0 for plain messages.
+    seq: int = 0
+    last_seq: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class StreamSpec:
+    """A stream of stored messages (NATS JetStream; a list in memory://), created or updated at start."""
+
+    name: str
+    subjects: str  # e.g. "rooms.msg.*": what is stored
+    # Once stored, each message is also published here (NATS subject-mapping syntax, e.g.
+    # "rooms.{{wildcard(1)}}"), with ``seq`` and ``last_seq``: subscribers see stored messages live.
+    republish_to: str | None = None
+    max_per_subject: int = 1000
+    max_age: float = 86_400.0  # seconds
+    duplicate_window: float = 120.0  # seconds a message id is remembered
+    replicas: int = 1
+    max_msg_size: int = -1
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    seq: int
+    subject: str
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class StoreAck:
+    seq: int
+    duplicate: bool  # the message id was stored before: ``seq`` is the first one's
 
 
 # What one subject token built from outside data may hold: letters, digits, '_' and '-'. No '.', '*',
@@ -94,6 +127,28 @@ class Bus(ABC):
 
     @abstractmethod
     async def _add(self, subscription: Subscription) -> None: ...
+
+    # --- stored messages (a stream): raise BusUnavailable (or the backend's error) when impossible ---
+    @abstractmethod
+    async def ensure_stream(self, spec: StreamSpec) -> str:
+        """Create the stream, or update it to ``spec``; returns its epoch, a name for this stream's
+        history that changes when the stream is recreated (its sequence numbers then start again)."""
+
+    @abstractmethod
+    async def store(self, stream: str, subject: str, payload: bytes, msg_id: str | None = None) -> StoreAck:
+        """Store one message; a ``msg_id`` seen within the duplicate window is stored once."""
+
+    @abstractmethod
+    async def last_stored(self, stream: str, subject: str) -> int:
+        """The sequence of the newest message stored on ``subject`` (0: none)."""
+
+    @abstractmethod
+    async def stored_at(self, stream: str, seq: int) -> Stored | None:
+        """The stored message with sequence ``seq``, or None if it is gone (or never was)."""
+
+    @abstractmethod
+    async def stored_after(self, stream: str, subject: str, after: int, limit: int) -> list[Stored]:
+        """Up to ``limit`` messages stored on ``subject`` with a sequence above ``after``, oldest first."""
 
     @abstractmethod
     async def _remove(self, subscription: Subscription) -> None: ...

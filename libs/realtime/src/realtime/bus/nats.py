@@ -9,8 +9,14 @@ import nats
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription as NatsSubscription
+from nats.js import api
+from nats.js.client import JetStreamContext
+from nats.js.errors import BadRequestError, NotFoundError
 
-from realtime.bus.base import Bus, BusUnavailable, Message, Subscription
+from realtime.bus.base import Bus, BusUnavailable, Message, StoreAck, Stored, StreamSpec, Subscription
+
+STREAM_NAME_IN_USE = 10058  # JetStream's error code: a stream of that name exists with another config
+FETCH_TIMEOUT = 2.0  # seconds one batch of stored messages may take
 
 logger = logging.getLogger(__name__)
 
@@ -102,6 +108,90 @@ class NatsBus(Bus):
         # While reconnecting nats-py buffers the publish and sends it once back.
         await nc.publish(subject, payload)
 
+    # --- streams (JetStream) -----------------------------------------------------------------
+    def _js(self) -> JetStreamContext:
+        nc = self._nc
+        if nc is None or nc.is_closed:
+            raise BusUnavailable("NATS is not connected")
+        return nc.jetstream(timeout=self._connect_timeout)
+
+    async def ensure_stream(self, spec: StreamSpec) -> str:
+        config = api.StreamConfig(
+            name=spec.name,
+            subjects=[spec.subjects],
+            storage=api.StorageType.FILE,
+            retention=api.RetentionPolicy.LIMITS,
+            discard=api.DiscardPolicy.OLD,
+            max_msgs_per_subject=spec.max_per_subject,
+            max_age=spec.max_age,
+            max_msg_size=spec.max_msg_size,
+            duplicate_window=spec.duplicate_window,
+            num_replicas=spec.replicas,
+            allow_direct=True,
+            republish=api.RePublish(src=spec.subjects, dest=spec.republish_to) if spec.republish_to else None,
+        )
+        js = self._js()
+        try:
+            info = await js.add_stream(config)
+        except BadRequestError as exc:  # every replica races to create it: the others update
+            if exc.err_code != STREAM_NAME_IN_USE:
+                raise
+            info = await js.update_stream(config)
+        created = info.created
+        return f"{created.timestamp():.6f}" if created is not None else spec.name
+
+    async def store(self, stream: str, subject: str, payload: bytes, msg_id: str | None = None) -> StoreAck:
+        headers = {api.Header.MSG_ID: msg_id} if msg_id is not None else None
+        ack = await self._js().publish(subject, payload, stream=stream, headers=headers)
+        return StoreAck(ack.seq, bool(ack.duplicate))
+
+    async def last_stored(self, stream: str, subject: str) -> int:
+        try:
+            msg = await self._js().get_last_msg(stream, subject, direct=True)
+        except NotFoundError:
+            return 0
+        return int(msg.seq or 0)
+
+    async def stored_at(self, stream: str, seq: int) -> Stored | None:
+        try:
+            msg = await self._js().get_msg(stream, seq=seq, direct=True)
+        except NotFoundError:
+            return None
+        return Stored(int(msg.seq or seq), msg.subject or "", msg.data or b"")
+
+    async def stored_after(self, stream: str, subject: str, after: int, limit: int) -> list[Stored]:
+        if limit < 1 or await self.last_stored(stream, subject) <= after:
+            return []  # nothing to read (a fetch from an empty range waits out its timeout)
+        js = self._js()
+        config = api.ConsumerConfig(
+            deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE,
+            opt_start_seq=after + 1,
+            ack_policy=api.AckPolicy.NONE,
+            mem_storage=True,
+            num_replicas=1,
+            inactive_threshold=30.0,  # the server removes it if this replica vanishes mid-read
+        )
+        sub = await js.pull_subscribe(subject, stream=stream, config=config)
+        found: list[Stored] = []
+        try:
+            while len(found) < limit:
+                try:
+                    batch = await sub.fetch(min(limit - len(found), 1000), timeout=FETCH_TIMEOUT)
+                except TimeoutError:
+                    break
+                for msg in batch:
+                    meta = msg.metadata
+                    found.append(Stored(meta.sequence.stream, msg.subject, msg.data))
+                if not batch or batch[-1].metadata.num_pending == 0:
+                    break
+        finally:
+            name = sub._consumer  # type: ignore[attr-defined]
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+            with contextlib.suppress(Exception):
+                await js.delete_consumer(stream, name)
+        return found[:limit]
+
     async def _add(self, subscription: Subscription) -> None:
         self._subscriptions[subscription] = None
         if self._nc is not None and not self._nc.is_closed:
@@ -115,7 +205,12 @@ class NatsBus(Bus):
 
     async def _nats_subscribe(self, subscription: Subscription) -> None:
         async def on_message(msg: Msg) -> None:
-            subscription.deliver(Message(msg.subject, msg.data))
+            headers = msg.headers
+            if headers and "Nats-Sequence" in headers:  # a stored message, republished by its stream
+                seq, last = int(headers["Nats-Sequence"]), int(headers.get("Nats-Last-Sequence") or 0)
+                subscription.deliver(Message(msg.subject, msg.data, seq, last))
+            else:
+                subscription.deliver(Message(msg.subject, msg.data))
 
         nc = self._nc
         if nc is None:

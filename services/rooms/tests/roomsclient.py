@@ -1,0 +1,55 @@
+"""Helpers for the rooms tests: the app under the platform's real uvicorn protocol in this process."""
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import FastAPI
+from realtime.close_codes import CloseCode
+from realtime.testing import free_port, serving
+from rooms_service.app import create_app
+from rooms_service.settings import RoomsSettings
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+DEADLINE = 10.0
+
+
+@contextlib.asynccontextmanager
+async def served(**overrides: Any) -> AsyncIterator[tuple[FastAPI, str]]:
+    overrides.setdefault("bus_url", "memory://")
+    settings = RoomsSettings(port=free_port(), access_log=False, **overrides)
+    app = create_app(settings)
+    async with serving(app, settings, deadline=DEADLINE) as running:
+        async with asyncio.timeout(DEADLINE):
+            while not app.state.rooms.history_ready:
+                await asyncio.sleep(0.01)
+        yield app, running.url
+
+
+def client(url: str, **kwargs: Any) -> Any:
+    return connect(url, compression=None, open_timeout=DEADLINE, **kwargs)
+
+
+async def recv(conn: ClientConnection) -> str | bytes:
+    return await asyncio.wait_for(conn.recv(), DEADLINE)
+
+
+async def recv_json(conn: ClientConnection, skip: tuple[str, ...] = ("members",)) -> dict:
+    """The next JSON event, ``members`` count updates skipped."""
+    while True:
+        event = json.loads(await recv(conn))
+        if event["type"] not in skip:
+            return event
+
+
+async def close_of(conn: ClientConnection) -> tuple[int, str]:
+    try:
+        async with asyncio.timeout(DEADLINE):
+            while True:
+                await conn.recv()
+    except ConnectionClosed as exc:
+        return (exc.rcvd.code, exc.rcvd.reason) if exc.rcvd else (CloseCode.ABNORMAL, "")
+    raise AssertionError("not closed")
