@@ -1,15 +1,20 @@
 """The web page at / in a real browser (Debian's chromium driven by Playwright) against the real stack."""
 
+import json
 import os
 import shutil
 import signal
 import subprocess
+import threading
+import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from devstack.stack import Stack
 from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
+from websockets.sync.client import connect as sync_connect
 
 from tests.conftest import make_stack
 
@@ -202,4 +207,77 @@ def test_reconnects_by_itself_after_the_service_restarts(browser: Browser, conso
         page.fill("#echo-input", "back again")
         page.press("#echo-input", "Enter")
         expect(page.locator("#echo-log")).to_contain_text("Echo: back again", timeout=DEADLINE_MS)
+        page.context.close()
+
+
+def _page_replica(stack: Stack) -> str:
+    """The rooms replica the page's member is on (each replica reports its local members)."""
+    found = [r.name for r in stack.replicas("rooms") if _room_members(r.port) > 0]
+    assert len(found) == 1, f"expected the page on one replica, found {found}"
+    return found[0]
+
+
+def _room_members(port: int) -> int:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/rooms", timeout=5) as response:
+        return json.load(response)["members"]
+
+
+class Sender(threading.Thread):
+    """A JSON member straight on one replica: sends numbered messages with ids, each waiting for its ack."""
+
+    def __init__(self, url: str, count: int, interval: float) -> None:
+        super().__init__(daemon=True)
+        self.url, self.count, self.interval = url, count, interval
+        self.acked: list[str] = []
+        self.error: BaseException | None = None
+        self.sent = threading.Event()  # set after each acknowledged message
+        self.go_on = threading.Event()
+        self.go_on.set()
+
+    def run(self) -> None:
+        try:
+            with sync_connect(self.url, open_timeout=10, compression=None) as conn:
+                assert json.loads(conn.recv(timeout=10))["type"] == "welcome"
+                for i in range(1, self.count + 1):
+                    self.go_on.wait(30)
+                    text = f"resume-{i:03d}"
+                    conn.send(json.dumps({"text": text, "id": f"sender-{i}"}))
+                    while True:  # the room's other events (join, leave, members, messages) pass by
+                        event = json.loads(conn.recv(timeout=10))
+                        if event.get("type") == "ack" and event.get("id") == f"sender-{i}":
+                            break
+                    self.acked.append(text)
+                    self.sent.set()
+                    time.sleep(self.interval)  # pacing the traffic, not waiting for an outcome
+        except BaseException as exc:  # reported by the test
+            self.error = exc
+
+
+def test_room_page_shows_every_message_once_in_order_across_its_replica_restarting(
+    browser: Browser, console: Console
+) -> None:
+    with make_stack("rooms=2", PULSE_INTERVAL="1") as own:
+        page = open_page(browser, own, console)
+        join(page, "resume-room")
+        expect(page.locator("#chat-state")).to_have_attribute("data-state", "live", timeout=DEADLINE_MS)
+        expect(page.locator("#chat-log")).to_contain_text("joined resume-room", timeout=DEADLINE_MS)
+        on_page = _page_replica(own)
+        other = next(r for r in own.replicas("rooms") if r.name != on_page)
+        sender = Sender(f"ws://127.0.0.1:{other.port}/ws/resume-room?format=json", count=40, interval=0.05)
+        sender.start()
+        expect(page.locator("#chat-log")).to_contain_text("resume-005", timeout=DEADLINE_MS)
+        # The page's replica goes away (a deploy): 1001, the page backs off while messages keep coming,
+        # then it reconnects through the gateway to the other replica and asks for what it missed.
+        own.stop_process(on_page, signal.SIGTERM)
+        expect(page.locator("#chat-state")).to_have_attribute("data-state", "live", timeout=DEADLINE_MS)
+        sender.join(60)
+        assert sender.error is None, sender.error
+        assert len(sender.acked) == 40
+        expect(page.locator("#chat-log")).to_contain_text("resume-040", timeout=DEADLINE_MS)
+        expect(page.locator("#chat-log")).to_contain_text("nothing missed")
+        lines = "[...document.querySelectorAll('#chat-log li[data-seq]')]"
+        shown = page.evaluate(f"{lines}.map(li => li.lastChild.textContent)")
+        assert shown == sender.acked  # every message once, in order, none from the gap missing
+        seqs = page.evaluate(f"{lines}.map(li => +li.dataset.seq)")
+        assert seqs == sorted(set(seqs))
         page.context.close()

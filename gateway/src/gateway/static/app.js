@@ -1,105 +1,16 @@
-"use strict";
 // The page uses the same WebSocket paths as any client: /echo, /ws/{room}?format=json, /stats.
 
-// Close codes after which a connection comes back by itself (see the README's close-code table).
-const RETRY = new Set([1001, 1005, 1006, 1011, 1012, 1013]);
-const CLOSE_TEXT = {
-  1000: "closed",
-  1001: "server going away",
-  1006: "connection lost",
-  1008: "policy violation",
-  1009: "message too big",
-  1011: "server error",
-  1012: "service restarted",
-  1013: "try again later",
-  4003: "wrong password",
-  4004: "no such path",
-};
+import { Connection, Room, describeClose } from "/static/realtime.js";
+
 const CHART_WINDOW_MS = 5 * 60 * 1000;
+const ROOM_HISTORY = 50; // messages a page shows from before it joined
 
 const $ = (id) => document.getElementById(id);
-
-function wsUrl(path) {
-  const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-  return `${scheme}//${location.host}${path}`;
-}
-
-function describeClose(event) {
-  const text = event.reason || CLOSE_TEXT[event.code] || "closed";
-  return `${text} (${event.code})`;
-}
 
 function setState(el, state, text) {
   el.dataset.state = state;
   el.textContent = text || state;
   el.title = text || state;
-}
-
-/** One WebSocket that reconnects with exponential backoff after a drop, 1001 or 1012, and shows its state. */
-class Connection {
-  constructor(path, { stateEl, onOpen, onMessage, onFinalClose }) {
-    this.path = path;
-    this.stateEl = stateEl;
-    this.onOpen = onOpen || (() => {});
-    this.onMessage = onMessage || (() => {});
-    this.onFinalClose = onFinalClose || (() => {});
-    this.ws = null;
-    this.timer = null;
-    this.attempt = 0;
-    this.stopped = false;
-  }
-
-  get live() {
-    return this.ws !== null && this.ws.readyState === WebSocket.OPEN;
-  }
-
-  open() {
-    this.stopped = false;
-    this.attempt = 0;
-    this.connect();
-  }
-
-  connect() {
-    setState(this.stateEl, "connecting", this.attempt ? `connecting (try ${this.attempt + 1})` : "connecting");
-    const ws = new WebSocket(wsUrl(this.path));
-    this.ws = ws;
-    ws.onopen = () => {
-      this.attempt = 0;
-      setState(this.stateEl, "live");
-      this.onOpen();
-    };
-    ws.onmessage = (event) => this.onMessage(event.data);
-    ws.onerror = () => {}; // the close event that follows says what happened
-    ws.onclose = (event) => {
-      if (ws !== this.ws) return;
-      if (this.stopped) {
-        setState(this.stateEl, "closed", "left");
-        return;
-      }
-      if (RETRY.has(event.code)) {
-        const delay = Math.min(10000, 500 * 2 ** this.attempt) * (0.75 + Math.random() / 2);
-        this.attempt += 1;
-        setState(this.stateEl, "reconnecting", `reconnecting in ${(delay / 1000).toFixed(1)} s: ${describeClose(event)}`);
-        this.timer = setTimeout(() => this.connect(), delay);
-        return;
-      }
-      setState(this.stateEl, "closed", `closed: ${describeClose(event)}`);
-      this.onFinalClose(event);
-    };
-  }
-
-  send(text) {
-    if (!this.live) return false;
-    this.ws.send(text);
-    return true;
-  }
-
-  close() {
-    this.stopped = true;
-    clearTimeout(this.timer);
-    if (this.ws && this.ws.readyState <= WebSocket.OPEN) this.ws.close(1000, "bye");
-    else setState(this.stateEl, "closed", "left");
-  }
 }
 
 function appendLine(list, className, ...parts) {
@@ -124,7 +35,7 @@ function timeOf(seconds) {
 function setupEcho() {
   const log = $("echo-log");
   const conn = new Connection("/echo", {
-    stateEl: $("echo-state"),
+    onState: (state, text) => setState($("echo-state"), state, text),
     onMessage: (data) => appendLine(log, "in", typeof data === "string" ? data : "(binary frame)"),
   });
   $("echo-form").addEventListener("submit", (event) => {
@@ -144,8 +55,6 @@ function setupChat() {
   const notice = $("chat-notice");
   const meta = $("chat-meta");
   const say = $("say-input");
-  let conn = null;
-  let me = null;
   let room = null;
 
   function showNotice(text) {
@@ -160,43 +69,52 @@ function setupChat() {
     $("pass-input").disabled = joined;
     say.disabled = !joined;
     $("say-button").disabled = !joined;
-    say.placeholder = joined ? `message to ${room}` : "join a room to chat";
+    say.placeholder = joined ? `message to ${room.room}` : "join a room to chat";
   }
 
-  function onEvent(raw) {
-    let event;
-    try {
-      event = JSON.parse(raw);
-    } catch {
-      appendLine(log, "sys", raw);
-      return;
+  function showCount(count) {
+    meta.textContent = `in ${room.room} as ${room.you} · ${count} here`;
+  }
+
+  function onWelcome(event, { resumed, recovered }) {
+    showCount(event.count);
+    log.dataset.lastSeq = String(room.lastSeq);
+    if (!resumed) {
+      appendLine(log, "sys", `joined ${event.room} as ${event.you}`);
+    } else if (recovered) {
+      appendLine(log, "sys", `reconnected as ${event.you}: nothing missed`);
+    } else {
+      appendLine(log, "gap", "reconnected: some earlier messages are no longer in the room's history");
     }
-    if (event.type === "welcome") {
-      me = event.you;
-      meta.textContent = `in ${event.room} as ${me} · ${event.count} here`;
-      appendLine(log, "sys", `joined ${event.room} as ${me}`);
-    } else if (event.type === "message") {
-      const who = document.createElement("span");
-      who.className = "who";
-      who.textContent = event.sender === me ? "you" : event.sender;
-      appendLine(log, event.sender === me ? "me" : "", timeOf(event.ts), who, event.text);
-    } else if (event.type === "join" || event.type === "leave") {
-      if (event.member !== me) {
+  }
+
+  function onMessage(event, { mine }) {
+    const who = document.createElement("span");
+    who.className = "who";
+    who.textContent = mine ? "you" : event.sender;
+    const li = appendLine(log, mine ? "me" : "", timeOf(event.ts), who, event.text);
+    li.dataset.seq = String(event.seq);
+    log.dataset.lastSeq = String(event.seq);
+  }
+
+  function onPresence(event) {
+    if (event.type === "join" || event.type === "leave") {
+      if (!room.selves.has(event.member)) {
         const verb = event.type === "join" ? "joined" : "left";
         appendLine(log, "sys", timeOf(event.ts), `${event.member} ${verb} · ${event.count} here`);
       }
-      if (typeof event.count === "number") meta.textContent = `in ${event.room} as ${me} · ${event.count} here`;
+      if (typeof event.count === "number") showCount(event.count);
     } else if (event.type === "members") {
-      meta.textContent = `in ${event.room} as ${me} · ${event.count} here`;
+      showCount(event.count);
     }
   }
 
   function onFinalClose(event) {
     setJoined(false);
     if (event.code === 4003) {
-      showNotice(`Wrong password for room “${room}”.`);
+      showNotice(`Wrong password for room “${room.room}”.`);
     } else if (event.code === 1008 && /room id/.test(event.reason)) {
-      showNotice(`“${room}” is not a valid room id: use letters, digits, - and _.`);
+      showNotice(`“${room.room}” is not a valid room id: use letters, digits, - and _.`);
     } else if (event.code === 1000) {
       showNotice("");
     } else {
@@ -206,28 +124,33 @@ function setupChat() {
 
   $("join-form").addEventListener("submit", (event) => {
     event.preventDefault();
-    room = $("room-input").value.trim();
-    const password = $("pass-input").value;
-    if (!room) return;
+    const name = $("room-input").value.trim();
+    if (!name) return;
     showNotice("");
     log.replaceChildren();
     meta.textContent = "";
-    me = null;
-    let path = `/ws/${encodeURIComponent(room)}?format=json`;
-    if (password) path += `&pass=${encodeURIComponent(password)}`;
-    conn = new Connection(path, { stateEl: $("chat-state"), onMessage: onEvent, onFinalClose });
+    room = new Room(name, {
+      password: $("pass-input").value,
+      history: ROOM_HISTORY,
+      onState: (state, text) => setState($("chat-state"), state, text),
+      onWelcome,
+      onMessage,
+      onPresence,
+      onFinalClose,
+    });
     setJoined(true);
-    conn.open();
+    room.open();
   });
   $("leave-button").addEventListener("click", () => {
-    if (conn) conn.close();
+    if (room) room.close();
     setJoined(false);
     meta.textContent = "";
   });
   $("say-form").addEventListener("submit", (event) => {
     event.preventDefault();
-    if (!say.value || !conn) return;
-    if (!conn.send(say.value)) appendLine(log, "err", "not connected: message not sent");
+    if (!say.value || !room) return;
+    if (!room.live) appendLine(log, "sys", "not connected: the message goes out when the room is back");
+    room.send(say.value).catch((error) => appendLine(log, "err", `not sent: ${error.message}`));
     say.value = "";
   });
 }
@@ -341,7 +264,7 @@ function setupPulse() {
     }
   }
 
-  new Connection("/stats", { stateEl: $("pulse-state"), onMessage: onPulse }).open();
+  new Connection("/stats", { onState: (state, text) => setState($("pulse-state"), state, text), onMessage: onPulse }).open();
   window.addEventListener("resize", draw);
   setInterval(draw, 5000); // slide the time axis between pulses
   draw();
