@@ -275,6 +275,13 @@ def test_room_page_shows_every_message_once_in_order_across_its_replica_restarti
         assert len(sender.acked) == 40
         expect(page.locator("#chat-log")).to_contain_text("resume-040", timeout=DEADLINE_MS)
         expect(page.locator("#chat-log")).to_contain_text("nothing missed")
+        log = page.locator("#chat-log")
+        resumed_after, resumed_at = (
+            int(log.get_attribute(a) or "0") for a in ("data-resumed-after", "data-resumed-at")
+        )
+        assert resumed_at > resumed_after, (
+            "no message was stored while the page was away: the resume went untested"
+        )
         lines = "[...document.querySelectorAll('#chat-log li[data-seq]')]"
         shown = page.evaluate(f"{lines}.map(li => li.lastChild.textContent)")
         assert shown == sender.acked  # every message once, in order, none from the gap missing

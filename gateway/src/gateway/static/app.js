@@ -81,11 +81,13 @@ function setupChat() {
     log.dataset.lastSeq = String(room.lastSeq);
     if (!resumed) {
       appendLine(log, "sys", `joined ${event.room} as ${event.you}`);
-    } else if (recovered) {
-      appendLine(log, "sys", `reconnected as ${event.you}: nothing missed`);
-    } else {
-      appendLine(log, "gap", "reconnected: some earlier messages are no longer in the room's history");
+      return;
     }
+    // What this resume asked for and what the room had stored by then (the browser test reads them).
+    log.dataset.resumedAfter = String(room.lastSeq);
+    log.dataset.resumedAt = String(event.seq);
+    if (recovered) appendLine(log, "sys", `reconnected as ${event.you}: nothing missed`);
+    else appendLine(log, "gap", "reconnected: some earlier messages are no longer in the room's history");
   }
 
   function onMessage(event, { mine }) {
