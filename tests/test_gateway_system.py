@@ -87,6 +87,11 @@ async def test_secret_query_values_never_reach_logs(stack: Stack) -> None:
     assert secret not in stack.all_logs()
 
 
+def _get(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=DEADLINE) as response:
+        return response.read()
+
+
 def _ready(stack: Stack, url: str) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=2) as response:
@@ -103,7 +108,9 @@ async def test_connections_balance_across_replicas() -> None:
                 await conn.send("x")
                 assert await recv(conn) == "Echo: x"
         for replica in ("echo-1", "echo-2"):
-            await wait_until_async(lambda r=replica: "/echo?probe=" in stack.log_tail(r, 200), f"{replica} to serve one")
+            await wait_until_async(
+                lambda r=replica: "/echo?probe=" in stack.log_tail(r, 200), f"{replica} to serve one"
+            )
         served = [stack.log_tail(r, 200).count('"WebSocket /echo?probe=') for r in ("echo-1", "echo-2")]
         assert served == [2, 2]
 
@@ -122,9 +129,13 @@ async def test_no_reachable_upstream_closes_1013_and_readiness_drops() -> None:
         stack.stop_process("stats-1", signal.SIGKILL)
         async with await ws(f"{stack.gateway_url}/stats") as conn:
             assert await closed_with(conn) == (CloseCode.TRY_AGAIN_LATER, "no upstream available")
-        await wait_until_async(lambda: not _ready(stack, f"{stack.http_url}/readyz"), "gateway readiness to drop")
+        await wait_until_async(
+            lambda: not _ready(stack, f"{stack.http_url}/readyz"), "gateway readiness to drop"
+        )
         stack.start_process("stats-1")
-        await wait_until_async(lambda: _ready(stack, f"{stack.http_url}/readyz"), "gateway readiness to return")
+        await wait_until_async(
+            lambda: _ready(stack, f"{stack.http_url}/readyz"), "gateway readiness to return"
+        )
 
 
 async def test_upstream_killed_mid_session_closes_1012() -> None:
@@ -190,8 +201,7 @@ async def test_unix_socket_upstreams_carry_traffic_and_the_client_address() -> N
         upstreams = json.loads(stack.processes["gateway"].env["UPSTREAMS"])
         assert all(u.startswith("unix:") for u in upstreams["echo"])
         # /upstreams names them as UPSTREAMS does (unix:/path, no port)
-        with urllib.request.urlopen(f"{stack.http_url}/upstreams", timeout=DEADLINE) as response:
-            shown = json.load(response)
+        shown = json.loads(await asyncio.to_thread(_get, f"{stack.http_url}/upstreams"))
         assert shown["echo"]["replicas"] == upstreams["echo"]
         assert set(shown["echo"]["reachable"]) <= set(upstreams["echo"])
         for i in range(4):

@@ -140,7 +140,8 @@ class Stack:
         cfg = self.config
         # nats-server keeps JetStream data in <store_dir>/jetstream: here <log folder>/jetstream.
         nats_argv = [_nats_server_binary(), "-a", "127.0.0.1", "-p", str(cfg.nats_port)]
-        nats_argv += ["-m", str(cfg.nats_monitor_port), "-js", "-sd", str(self.log_dir), "-n", "devstack-nats"]
+        nats_argv += ["-m", str(cfg.nats_monitor_port), "-js", "-sd", str(self.log_dir)]
+        nats_argv += ["-n", "devstack-nats"]
         self._add("nats", nats_argv, {}, cfg.nats_port, f"http://127.0.0.1:{cfg.nats_monitor_port}/healthz")
 
         upstreams: dict[str, list[str]] = {}
