@@ -233,6 +233,7 @@ def smoke_script(ctx: Context, command: Command) -> None:
 
 RULES: list[tuple[str, Callable[[Context, Command], None]]] = [
     (r"^(cd|cp) ", run_as_written),
+    (r"^\.venv/bin/python deploy/docker/render\.py$", run_as_written),  # in the copy
     (r"^make( |$)", make_dry_run),
     (r"(^|\| )\.venv/bin/python -m rooms_service\.hash_password$", hash_password),
     (r"^\.venv/bin/python -m websockets ", websocket_client),
