@@ -67,8 +67,9 @@ unit: install
 # The browser test needs chromium: as root make installs it (announced); otherwise, or with SKIP_BROWSER=1,
 # the browser test is skipped with a message and everything else runs.
 system: install test-tools
-	@skip="$(SKIP_BROWSER)"; \
-	if [ -z "$$skip" ] && [ ! -x $(CHROMIUM) ]; then \
+	@skip="$(SKIP_BROWSER)"; case "$$skip" in 0|false) skip="";; esac; \
+	if [ -n "$$skip" ]; then echo "== SKIP_BROWSER=$$skip: the browser test is skipped"; \
+	elif [ ! -x $(CHROMIUM) ]; then \
 	  if [ "$$(id -u)" = 0 ]; then $(SUBMAKE) browser || exit 1; \
 	  else skip=1; echo "== SKIPPING the browser test: no $(CHROMIUM), and not root (sudo make browser installs it)"; fi; \
 	fi; \
