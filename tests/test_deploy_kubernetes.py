@@ -6,15 +6,18 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.support.deploy import (
     DEPLOY,
+    OLD_KUBECTLS,
     OVERLAYS,
     ROOT,
     by_kind,
     container,
     deploy_copy,
     env_values,
+    kubectl,
     kustomize,
     render,
     run,
@@ -35,6 +38,37 @@ def test_overlay_renders_and_passes_strict_schema_validation(tmp_path: Path, ove
     assert rendered.returncode == 0, rendered.stderr
     result = validate(rendered.stdout)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("release", OLD_KUBECTLS)
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_older_kubectl_renders_the_same_objects(tmp_path: Path, overlay: str, release: str) -> None:
+    """Users run older kubectl: 1.30 (kustomize 5.0.4: no multi-document patch files) and 1.32 (kustomize
+    5.5: a nil-pointer panic on several `$patch: delete` documents in one file) must render what the
+    newest renders."""
+    copy = deploy_copy(tmp_path) / "overlays" / overlay
+    version = run([kubectl(release), "version", "--client"])
+    assert f"Client Version: v{release}." in version.stdout, version.stdout + version.stderr
+    old, newest = kustomize(copy, release), kustomize(copy)
+    assert old.returncode == 0, f"kubectl {release}: {old.stderr[-2000:]}"
+    assert newest.returncode == 0, newest.stderr
+    assert list(yaml.safe_load_all(old.stdout)) == list(yaml.safe_load_all(newest.stdout))
+
+
+def test_older_kubectl_is_able_to_fail(tmp_path: Path) -> None:
+    """The old-kustomize check sees the bug it guards against: several deletions in one patch file."""
+    copy = deploy_copy(tmp_path)
+    dev = copy / "overlays" / "dev"
+    deletions = "\n---\n".join(
+        f"$patch: delete\napiVersion: policy/v1\nkind: PodDisruptionBudget\nmetadata:\n  name: {name}"
+        for name in ("echo", "stats", "gateway")
+    )
+    (dev / "pdb-deletions.yaml").write_text(deletions + "\n")
+    kustomization = dev / "kustomization.yaml"
+    kustomization.write_text(
+        kustomization.read_text().replace("patches:\n", "patches:\n  - path: pdb-deletions.yaml\n")
+    )
+    assert kustomize(dev, "1.32").returncode != 0
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,7 @@
 """``make run``'s launcher as a user runs it: it comes up, serves echo, and Ctrl-C/SIGTERM leaves nothing."""
 
 import asyncio
+import json
 import os
 import re
 import signal
@@ -14,9 +15,10 @@ import psutil
 import pytest
 from devstack.stack import free_port
 
-from tests.conftest import DEADLINE, recv, ws
+from tests.conftest import DEADLINE, recv, wait_until_async, ws
 
 pytestmark = pytest.mark.timeout(120)
+SECRET = "launcher-secret-5d1c"
 
 
 def alive(pid: int) -> bool:
@@ -38,7 +40,7 @@ class Launcher:
                 "NATS_MONITOR_PORT": str(free_port()),
                 "STACK_LOG_DIR": str(tmp / "logs"),
                 "SCALE": "echo=2",
-                "ROOM_PASSWORDS": '{"VIP": "launcher-secret"}',
+                "ROOM_PASSWORDS": json.dumps({"VIP": SECRET}),
             }
             | env
         )
@@ -71,12 +73,32 @@ class Launcher:
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 async def test_launcher_serves_echo_and_stops_everything(tmp_path: Path, sig: int) -> None:
+    logs = tmp_path / "logs"  # what an earlier run with more replicas left behind
+    logs.mkdir()
+    stale = [logs / "rooms-3.log", logs / "echo-1.log", logs / "rooms-3.sock"]
+    for path in stale:
+        path.write_text("an earlier run\n")
     launcher = Launcher(tmp_path)
     try:
         assert launcher.up.wait(60), "".join(launcher.lines[-40:])
+        assert not any(p.exists() for p in stale[::2]), "logs or sockets of an earlier run's replicas"
+        assert "an earlier run" not in (logs / "echo-1.log").read_text()
+        # JetStream data is where the README says: <log folder>/jetstream (the cleanup leaves it alone)
+        assert (logs / "jetstream").is_dir()
+        assert not (logs / "jetstream" / "jetstream").exists()
         async with await ws(f"ws://127.0.0.1:{launcher.port}/echo") as conn:
             await conn.send("hello")
             assert await recv(conn) == "Echo: hello"
+        # the secret travels: a member joins the guarded room with it and says so
+        async with await ws(f"ws://127.0.0.1:{launcher.port}/ws/VIP?pass={SECRET}") as conn:
+            await conn.send("in the guarded room")
+            assert await recv(conn) == "in the guarded room"
+        # the launcher prints every process's log lines: the gateway's and the replica's access-log
+        # lines for that connection show up, redacted
+        await wait_until_async(
+            lambda: sum("/ws/VIP?pass=***" in line for line in launcher.lines) >= 2,
+            "the gateway and rooms access-log lines of the guarded connection",
+        )
         children = launcher.pids()
         assert len(children) == 6  # gateway, nats, echo x2, rooms, stats
         launcher.process.send_signal(sig)
@@ -91,7 +113,7 @@ async def test_launcher_serves_echo_and_stops_everything(tmp_path: Path, sig: in
         assert time.monotonic() < deadline, "a child process outlived the launcher"
         await asyncio.sleep(0.05)
     assert "stopped." in "".join(launcher.lines)
-    assert "launcher-secret" not in "".join(launcher.lines)  # settings pass through, secrets never print
+    assert SECRET not in "".join(launcher.lines)  # settings pass through, secrets never print
 
 
 async def test_launcher_stops_everything_when_its_parent_is_killed(tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ from rooms_service.guard import hash_password
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
-from tests.conftest import DEADLINE, closed_with, make_stack, recv, wait_until, wait_until_async, ws
+from tests.conftest import DEADLINE, closed_with, make_stack, recv, wait_until_async, ws
 
 PASSWORD = "secret123"
 WRONG = "not-the-pass-77"
@@ -110,8 +110,8 @@ async def test_one_subscription_per_room_per_replica_dropped_after_the_last_memb
     finally:
         for conn in conns:
             await conn.close()
-    wait_until(lambda: room_stats(rooms_stack, "rooms-1")["members"] == 0, "the members to leave")
-    wait_until(
+    await wait_until_async(lambda: room_stats(rooms_stack, "rooms-1")["members"] == 0, "the members to leave")
+    await wait_until_async(
         lambda: "rooms.subs-check" not in nats_room_subjects(rooms_stack)["rooms-1"],
         "the replica to drop the room's subscription",
     )

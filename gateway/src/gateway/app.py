@@ -15,6 +15,15 @@ from realtime.close_codes import CloseCode
 from gateway.page import mount_page
 from gateway.proxy import Proxy
 from gateway.settings import GatewaySettings
+from gateway.upstreams import UNIX, Address
+
+
+def shown(address: Address) -> str:
+    """A replica as ``UPSTREAMS`` spells it: ``host:port``, ``[v6]:port``, or ``unix:/path`` (no port)."""
+    host, port = address
+    if host.startswith(UNIX):
+        return host
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def create_app(settings: GatewaySettings | None = None) -> FastAPI:
@@ -44,8 +53,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         """Which replicas each route has and which answer their health check."""
         return {
             name: {
-                "replicas": [f"{h}:{p}" for h, p in pool.addresses or pool.targets],
-                "reachable": sorted(f"{h}:{p}" for h, p in pool.reachable),
+                "replicas": [shown(a) for a in pool.addresses or pool.targets],
+                "reachable": sorted(shown(a) for a in pool.reachable),
             }
             for name, pool in proxy.pools.items()
         } | {"connections": proxy.connections}

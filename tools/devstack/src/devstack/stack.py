@@ -194,9 +194,10 @@ class Stack:
 
     def _plan(self) -> None:
         cfg = self.config
-        store = self.log_dir / "jetstream"
+        # nats-server keeps JetStream data in <store_dir>/jetstream: here <log folder>/jetstream.
         nats_argv = [_nats_server_binary(), "-a", "127.0.0.1", "-p", str(cfg.nats_port)]
-        nats_argv += ["-m", str(cfg.nats_monitor_port), "-js", "-sd", str(store), "-n", "devstack-nats"]
+        nats_argv += ["-m", str(cfg.nats_monitor_port), "-js", "-sd", str(self.log_dir)]
+        nats_argv += ["-n", "devstack-nats"]
         self._add("nats", nats_argv, {}, cfg.nats_port, f"http://127.0.0.1:{cfg.nats_monitor_port}/healthz")
 
         upstreams: dict[str, list[str]] = {}
@@ -250,6 +251,7 @@ class Stack:
 
     # --- life cycle --------------------------------------------------------------------------
     def start(self, timeout: float = 30.0) -> None:
+        self._clear_earlier_runs()
         # In stages, like compose's depends_on: NATS, then the services, then the gateway in front of them.
         services = [n for n in self.processes if n not in ("gateway", "nats")]
         try:
@@ -260,6 +262,12 @@ class Stack:
         except BaseException:
             self.stop()
             raise
+
+    def _clear_earlier_runs(self) -> None:
+        """A kept log folder (``make run``'s .stack/logs) holds only this run's logs and sockets: an earlier
+        run's, perhaps with more replicas, would read as this one's. JetStream data (``jetstream/``) stays."""
+        for stale in [*self.log_dir.glob("*.log"), *self.log_dir.glob("*.sock")]:
+            stale.unlink(missing_ok=True)
 
     def start_process(self, name: str) -> Process:
         """Start one process (again). Its command line never changes: same port, socket and store.

@@ -1,0 +1,292 @@
+"""Every shell command in README.md works as written on a fresh clone (after ``make install``).
+
+Commands come from the ``sh`` code blocks (line by line, comments dropped) and from inline code that
+starts like a command (``make ...``, ``.venv/bin/...``, ``kubectl ...``, ``docker ...``, ``bash ...``). Each
+runs in a copy of the tracked files (a fresh clone of this tree) with this checkout's ``.venv`` and
+``.tools``: as written when it can run offline and quickly, or as its offline equivalent (``make -n``,
+``kubectl kustomize`` for ``kubectl apply -k``, ``compose config`` for ``compose up``, ``--help`` for an
+interactive client). What needs a running stack, a container engine, a cluster or root is skipped by name,
+with the reason, so ``pytest -ra`` lists it. A command no rule knows fails the test: add a rule.
+"""
+
+import os
+import re
+import shlex
+import shutil
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from tests.support.deploy import ROOT, compose_binary, kubectl
+
+README = ROOT / "README.md"
+TIMEOUT = 120
+COMMAND_WORDS = ("make", "kubectl", "docker", "bash", "python", "python3", "cd", "cp", "printf")
+ENV_WORD = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
+
+
+@dataclass
+class Command:
+    text: str  # as written in the README
+    setup: list[str] = field(default_factory=list)  # earlier `cd`/`cp` lines of the same block
+
+    @property
+    def words(self) -> list[str]:
+        return shlex.split(self.text)
+
+    @property
+    def env(self) -> dict[str, str]:
+        env = {}
+        for word in self.words:
+            if not ENV_WORD.match(word):
+                break
+            name, _, value = word.partition("=")
+            env[name] = value
+        return env
+
+    @property
+    def argv(self) -> list[str]:
+        return self.words[len(self.env) :]
+
+
+def readme_commands() -> list[Command]:
+    text = README.read_text()
+    commands: list[Command] = []
+    for block in re.findall(r"^```sh\n(.*?)^```", text, flags=re.S | re.M):
+        setup: list[str] = []
+        for line in block.splitlines():
+            words = shlex.split(line, comments=True)
+            if not words:
+                continue
+            command = shlex.join(words) if "|" not in words and "&&" not in words else line.split(" #")[0]
+            commands.append(Command(command.strip(), list(setup)))
+            if words[0] in ("cd", "cp"):
+                setup.append(command)
+    prose = re.sub(r"^```.*?^```", "", text, flags=re.S | re.M)
+    for span in re.findall(r"`([^`\n]+)`", prose):
+        words = span.split()
+        first = next((w for w in words if not ENV_WORD.match(w)), "")
+        if len(words) > 1 and (first in COMMAND_WORDS or first.startswith((".venv/bin/", "../"))):
+            commands.append(Command(span))
+    unique: dict[str, Command] = {}
+    for command in commands:
+        unique.setdefault(command.text, command)
+    return list(unique.values())
+
+
+COMMANDS = readme_commands()
+
+
+@pytest.fixture(scope="module")
+def clone(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tracked files of this tree (what a fresh clone holds), with this checkout's installed tools."""
+    target = tmp_path_factory.mktemp("readme") / "clone"
+    listed = subprocess.run(
+        ["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True, timeout=TIMEOUT
+    ).stdout
+    for name in filter(None, listed.decode().split("\0")):
+        source = ROOT / name
+        if source.is_file():
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target / name)
+    for installed in (".venv", ".tools"):
+        (target / installed).symlink_to(ROOT / installed)
+    return target
+
+
+@dataclass
+class Context:
+    clone: Path
+    cwd: Path
+
+    def sh(self, script: str, *, env: dict[str, str] | None = None, stdin: str = "") -> str:
+        result = subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", script],
+            cwd=self.cwd,
+            env=os.environ | (env or {}),
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT,
+            check=False,
+        )
+        assert result.returncode == 0, (
+            f"{script!r} exited {result.returncode}:\n{result.stdout}\n{result.stderr}"
+        )
+        return result.stdout
+
+    def python(self, code: str, env: dict[str, str]) -> str:
+        return self.sh(f"{self.clone}/.venv/bin/python -c {shlex.quote(code)}", env=env)
+
+
+def skip(reason: str) -> Callable[[Context, Command], None]:
+    def rule(ctx: Context, command: Command) -> None:
+        pytest.skip(reason)
+
+    return rule
+
+
+def run_as_written(ctx: Context, command: Command) -> None:
+    ctx.sh(command.text)
+
+
+def make_dry_run(ctx: Context, command: Command) -> None:
+    """``make -n`` on each target: the target exists and its recipe expands (nothing is installed or run);
+    the launcher and the rooms service read the settings the command sets."""
+    targets = command.argv[1:] or ["help"]
+    for target in targets:
+        output = ctx.sh(f"make -n {shlex.quote(target)}", env=command.env)
+        assert output.strip(), target
+    if "run" in targets and command.env:
+        ctx.python("from devstack.__main__ import config_from_env; config_from_env()", command.env)
+        check_room_passwords(ctx, command.env)
+
+
+HASH_PLACEHOLDER = "pbkdf2_sha256$600000$...$..."
+
+
+def check_room_passwords(ctx: Context, env: dict[str, str]) -> None:
+    if "ROOM_PASSWORDS" not in env:
+        return
+    value = env["ROOM_PASSWORDS"]
+    if HASH_PLACEHOLDER in value:  # "paste the printed hash": paste one
+        printed = ctx.sh(f"printf %s secret123 | {ctx.clone}/.venv/bin/python -m rooms_service.hash_password")
+        value = value.replace(HASH_PLACEHOLDER, printed.strip())
+    ctx.python(
+        "from rooms_service.settings import RoomsSettings\n"
+        "from rooms_service.guard import StoredPassword\n"
+        "stored = {k: StoredPassword(v) for k, v in RoomsSettings().passwords().items()}\n"
+        "assert stored['VIP'].matches('secret123'), 'VIP does not take secret123'\n",
+        env | {"ROOM_PASSWORDS": value},
+    )
+
+
+def hash_password(ctx: Context, command: Command) -> None:
+    if "|" in command.text:  # from standard input: as written
+        printed = ctx.sh(command.text).strip()
+        assert printed.startswith("pbkdf2_sha256$600000$"), printed
+        check = f"assert StoredPassword({printed!r}).matches('secret123')"
+        ctx.python(f"from rooms_service.guard import StoredPassword; {check}", {})
+    else:  # it prompts on a terminal; the module runs as written
+        assert "usage:" in ctx.sh(f"{command.text} --help")
+
+
+def websocket_client(ctx: Context, command: Command) -> None:
+    """The client runs from the venv; connecting needs `make run`, so the URL is checked against the
+    gateway's routes instead."""
+    assert "usage:" in ctx.sh(f"{shlex.join(command.argv[:3])} --help")
+    url = command.argv[3]
+    path = re.sub(r"^ws://127\.0\.0\.1:8000", "", url).split("?")[0]
+    code = (
+        "import sys; from gateway.routes import Route; from gateway.settings import GatewaySettings\n"
+        "routes = [Route(p, u) for p, u in GatewaySettings().routes.items()]\n"
+        f"assert any(r.matches({path!r}) for r in routes), 'no route for {path}'\n"
+    )
+    ctx.python(code, {})
+    if "pass=" in url:  # a guarded room must say what guards it (an open room ignores pass)
+        assert "ROOM_PASSWORDS" in README.read_text().split(command.text, 1)[1][:600]
+
+
+def pytest_collect_only(ctx: Context, command: Command) -> None:
+    """A member's tests: collected as written (running them is `make unit`)."""
+    output = ctx.sh(f"{command.text} --collect-only -q")
+    assert re.search(r"\d+ tests? collected", output), output[-500:]
+
+
+def compose_config(ctx: Context, command: Command) -> None:
+    """``compose up``: the Compose v2 binary validates the file with the env file the README made."""
+    env_file = ".env" if (ctx.cwd / ".env").exists() else ".env.example"
+    ctx.sh(f"{compose_binary()} --env-file {env_file} config -q", env=command.env)
+    if "COMPOSE_BAKE" in command.env:
+        assert command.env["COMPOSE_BAKE"] == "false"
+
+
+def compose_flags(ctx: Context, command: Command) -> None:
+    """``compose ps``/``down`` need a running stack: check the subcommand and its flags exist."""
+    sub = command.argv[2]
+    usage = ctx.sh(f"{compose_binary()} {sub} --help")
+    for flag in (w for w in command.argv[3:] if w.startswith("-")):
+        assert flag in usage, f"compose {sub} has no {flag}"
+    pytest.skip(f"needs a running stack on a container engine (checked: compose {sub} and its flags exist)")
+
+
+def docker_build(ctx: Context, command: Command) -> None:
+    dockerfile = command.argv[command.argv.index("-f") + 1]
+    assert (ctx.cwd / dockerfile).is_file(), dockerfile
+    pytest.skip(f"needs a Docker engine ({dockerfile} exists; test_deploy_image_build.py replays its build)")
+
+
+def kustomize(ctx: Context, command: Command) -> None:
+    """``kubectl apply -k DIR`` needs a cluster; ``kubectl kustomize DIR`` is what it would apply."""
+    directory = command.argv[-1]
+    for release in ("newest", "1.30", "1.32"):
+        ctx.sh(f"{kubectl(release)} kustomize {shlex.quote(directory)} >/dev/null")
+
+
+def smoke_script(ctx: Context, command: Command) -> None:
+    ctx.sh(f"bash -n {command.argv[-1]}")
+    pytest.skip("root, installs podman and builds four images (minutes): `make smoke-podman` by hand")
+
+
+RULES: list[tuple[str, Callable[[Context, Command], None]]] = [
+    (r"^(cd|cp) ", run_as_written),
+    (r"^\.venv/bin/python deploy/docker/render\.py$", run_as_written),  # in the copy
+    (r"^make( |$)", make_dry_run),
+    (r"(^|\| )\.venv/bin/python -m rooms_service\.hash_password$", hash_password),
+    (r"^\.venv/bin/python -m websockets ", websocket_client),
+    (r"^\.venv/bin/python -m bench ", skip("a benchmark: minutes of load on every core (make bench)")),
+    (r"^(\.\./)*\.\./\.venv/bin/pytest$|^\.venv/bin/pytest \S+$", pytest_collect_only),
+    (r"^docker compose up", compose_config),
+    (r"^docker compose (ps|down)", compose_flags),
+    (r"^docker build ", docker_build),
+    (r"^kubectl apply -k |^kubectl kustomize \S+$", kustomize),
+    (r"^kubectl -n \S+ (get|port-forward) ", skip("needs a Kubernetes cluster")),
+    (r"^kubectl kustomize$", skip("names the tool, not a command")),
+    (r"^bash deploy/smoke/podman-smoke\.sh$", smoke_script),
+]
+
+
+def rule_for(command: Command) -> Callable[[Context, Command], None]:
+    argv_text = shlex.join(command.argv) if "|" not in command.text else command.text
+    if "&&" in command.text:  # `cd DIR && CMD`: the part after cd
+        argv_text = command.text.split("&&", 1)[1].strip()
+    for pattern, rule in RULES:
+        if re.search(pattern, argv_text):
+            return rule
+    pytest.fail(f"no rule for README command {command.text!r}: add one to {__name__}.RULES")
+
+
+def test_the_readme_has_commands_and_blocks() -> None:
+    assert len(COMMANDS) > 20
+    assert any(c.text.startswith("make test") for c in COMMANDS)
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=[c.text[:80] for c in COMMANDS])
+def test_readme_command_works_as_written(clone: Path, command: Command) -> None:
+    ctx = Context(clone, clone)
+    for line in command.setup:  # the block's earlier cd/cp lines, in order
+        words = shlex.split(line)
+        if words[0] == "cd":
+            ctx.cwd = (ctx.cwd / words[1]).resolve()
+        else:
+            ctx.sh(line)
+    text = command.text
+    if "&&" in text and text.startswith("cd "):
+        ctx.cwd = (ctx.cwd / shlex.split(text.split("&&")[0])[1]).resolve()
+        command = Command(text.split("&&", 1)[1].strip())
+    if command.text.startswith("cd "):
+        assert (ctx.cwd / command.argv[1]).is_dir(), command.text
+        return
+    try:
+        rule_for(command)(ctx, command)
+    except pytest.skip.Exception as skipped:  # name the command in pytest -ra's list of skips
+        pytest.skip(f"{text}: {skipped.msg}")
+
+
+def test_no_readme_command_uses_a_bare_python() -> None:
+    """`python` may be missing or outside the venv: the README names .venv/bin/python."""
+    bare = [c.text for c in COMMANDS if re.search(r"(^|\| |&& )python3? ", c.text)]
+    assert bare == []
