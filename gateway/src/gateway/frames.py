@@ -1,4 +1,4 @@
-"""Just enough of RFC 6455 for a splicing proxy: frame boundaries, close frames (the accept key comes from websockets).
+"""Just enough of RFC 6455 for a splicing proxy: frame boundaries and close frames.
 
 The gateway never decodes or re-encodes a frame. It only walks frame headers so that it knows when a
 close frame of its own (1012, 1001) can be written between two frames without corrupting the stream.

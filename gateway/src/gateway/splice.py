@@ -20,6 +20,7 @@ from typing import Any
 from realtime.close_codes import CloseCode
 from realtime.serve import GracefulWebSocketProtocol
 
+from gateway.admission import Ticket
 from gateway.frames import FrameTracker, accept_key, close_frame
 from gateway.proxy import Proxy
 from gateway.upstreams import Address, UpstreamPool, open_transport
@@ -32,7 +33,12 @@ CLOSE_WAIT = 2.0  # how long to wait for a client's close reply after the gatewa
 
 
 class UpstreamRefused(Exception):
-    """This replica did not take the connection; try the next one."""
+    """This replica did not take this connection (it timed out, hung up, or answered 5xx); try the next
+    one. Says nothing about the replica's health: one request cannot mark a replica down."""
+
+
+class UpstreamUnreachable(UpstreamRefused):
+    """No TCP connection to this replica: it is marked down until its health probe answers again."""
 
 
 class Request:
@@ -136,6 +142,7 @@ class GatewayWebSocketProtocol(asyncio.Protocol):
         self._task: asyncio.Task[None] | None = None
         self._close_timer: asyncio.TimerHandle | None = None
         self._delegate: asyncio.Protocol | None = None  # the ASGI WebSocket for unrouted paths
+        self.ticket: Ticket | None = None  # this connection's place in the gateway's counts (front.py)
 
     # --- transport callbacks from the client side -------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -165,6 +172,8 @@ class GatewayWebSocketProtocol(asyncio.Protocol):
             self._close_client(CloseCode.MESSAGE_TOO_BIG, "too much data before the upstream answered")
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.ticket is not None:
+            self.ticket.release()
         if self._delegate is not None:
             self._delegate.connection_lost(exc)
             return
@@ -282,7 +291,8 @@ class GatewayWebSocketProtocol(asyncio.Protocol):
             try:
                 status = await self._try_upstream(address, head, settings)
             except UpstreamRefused as exc:
-                pool.mark(address, False)
+                if isinstance(exc, UpstreamUnreachable):
+                    pool.mark(address, False)
                 logger.info("%s - upstream %s %s:%d refused (%s)", self.peer, pool.name, *address, exc)
                 continue
             except Exception:
@@ -313,7 +323,7 @@ class GatewayWebSocketProtocol(asyncio.Protocol):
                 async with asyncio.timeout(settings.upstream_connect_timeout):
                     await open_transport(address, lambda: side)
             except (OSError, TimeoutError) as exc:
-                raise UpstreamRefused(str(exc) or type(exc).__name__) from None
+                raise UpstreamUnreachable(str(exc) or type(exc).__name__) from None
             self.upstream = side
             side.transport.write(head)  # type: ignore[union-attr]
             try:
