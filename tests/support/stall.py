@@ -3,7 +3,8 @@ refuse them, so a test can prove none of them marks the replica down at the gate
 
 ``/stall/slow`` answers the upgrade only after a minute (the gateway's handshake times out);
 ``/stall/deny`` closes before accepting (HTTP 403); ``/stall/crash`` raises before accepting (HTTP 500);
-``/stall/ok`` accepts and echoes one text message.
+``/stall/ok`` accepts and echoes one text message; ``/stall/later`` accepts and closes 1000 after 50 ms
+(while the client may still be sending).
 """
 
 import asyncio
@@ -27,6 +28,10 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         elif mode == "crash":
             raise RuntimeError("stall: crash before accept (on purpose)")
         await websocket.accept()
+        if mode == "later":
+            await asyncio.sleep(0.05)
+            await websocket.close()
+            return
         await websocket.send_text(await websocket.receive_text())
         await websocket.close()
 
