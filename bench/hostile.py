@@ -106,12 +106,23 @@ async def poll_health(port: int, path: str, until: float, interval: float = 0.1)
     return statuses
 
 
-async def slowloris(port: int, sources: list[str], per_source: int, until: float) -> list[float]:
+async def slowloris(port: int, sources: list[str], per_source: int, seconds: float) -> list[float]:
     """Keep ``per_source`` half-sent requests open from each source, trickling a header line every
-    second and reopening each one the gateway drops; returns how long each accepted one lived."""
+    second and reopening each one the gateway drops, for ``seconds`` after every one was opened once
+    (then it prints "ready"); returns how long each accepted one lived."""
     lived: list[float] = []
+    pending = len(sources) * per_source
+    until = float("inf")
+
+    def opened_once() -> None:
+        nonlocal pending, until
+        pending -= 1
+        if pending == 0:
+            until = time.monotonic() + seconds
+            print("ready", flush=True)
 
     async def one(source: str) -> None:
+        first = True
         while time.monotonic() < until:
             opened = time.monotonic()
             try:
@@ -119,6 +130,9 @@ async def slowloris(port: int, sources: list[str], per_source: int, until: float
             except OSError:
                 await asyncio.sleep(0.1)
                 continue
+            if first:
+                first = False
+                opened_once()
             try:
                 writer.write(b"GET /echo HTTP/1.1\r\nHost: 127.0.0.1\r\n")
                 while time.monotonic() < until:
@@ -146,8 +160,9 @@ async def attack_slowloris(stack: Stack, label: str, sources: list[str], per_sou
     port = stack.config.gateway_port
     argv = [sys.executable, "-m", "bench.hostile", "slowloris", str(port), ",".join(sources), str(per_source)]
     attacker = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.PIPE)
-    await asyncio.sleep(1.0)  # the attackers are in place
-    until = time.monotonic() + ATTACK_SECONDS - 1.0
+    assert attacker.stdout is not None
+    await asyncio.wait_for(attacker.stdout.readline(), 60)  # "ready": every attacker is in place
+    until = time.monotonic() + ATTACK_SECONDS
     probe = Probe(f"{stack.gateway_url}/echo")
     health, _ = await asyncio.gather(poll_health(port, "/healthz", until), probe.run(until))
     out, _ = await attacker.communicate()
@@ -323,10 +338,10 @@ def main() -> None:
 
 
 def attacker_main(argv: list[str]) -> None:
-    """``python -m bench.hostile slowloris PORT SOURCES PER_SOURCE``: prints how long each half-sent
-    request lived (JSON), after ATTACK_SECONDS."""
+    """``python -m bench.hostile slowloris PORT SOURCES PER_SOURCE``: prints "ready" once every attacker
+    is connected, then after ATTACK_SECONDS how long each half-sent request lived (JSON)."""
     port, sources, per_source = int(argv[1]), argv[2].split(","), int(argv[3])
-    lived = asyncio.run(slowloris(port, sources, per_source, time.monotonic() + ATTACK_SECONDS))
+    lived = asyncio.run(slowloris(port, sources, per_source, ATTACK_SECONDS + 0.5))
     print(json.dumps(lived))
 
 
