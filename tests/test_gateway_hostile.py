@@ -23,7 +23,7 @@ from tests.conftest import DEADLINE, closed_with, make_stack, recv, wait_until, 
 PER_ADDRESS = 20
 MAX_CONNECTIONS = 60
 HEALTH_RESERVE = 8
-HANDSHAKE_TIMEOUT = 1.5
+HANDSHAKE_TIMEOUT = 3.0
 KEY = b"dGhlIHNhbXBsZSBub25jZQ=="
 UPGRADE = b"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13"
 
@@ -206,16 +206,34 @@ async def test_one_address_over_its_cap_gets_429_and_others_still_connect(stack:
 async def test_at_the_process_cap_health_still_answers_and_others_get_503(stack: Stack) -> None:
     sources = [f"127.0.0.{i}" for i in range(3, 3 + MAX_CONNECTIONS // PER_ADDRESS)]
     async with contextlib.AsyncExitStack() as held:
-        for source in sources:  # MAX_CONNECTIONS connections, no address over its own cap
-            await held.enter_async_context(half_sent(stack, PER_ADDRESS, source))
+        for source in sources:  # MAX_CONNECTIONS sessions, no address over its own cap
+            for _ in range(PER_ADDRESS):
+                await held.enter_async_context(await ws(f"{stack.gateway_url}/echo", local_addr=(source, 0)))
         assert (await answer(stack, request(b"/healthz")))[0] == 200
         assert (await answer(stack, request(b"/readyz")))[0] == 200
         status, headers = await answer(stack, upgrade(b"/echo"))
         assert status == 503 and headers[b"retry-after"].isdigit()
-        await held.enter_async_context(half_sent(stack, HEALTH_RESERVE, "127.0.0.9"))  # the reserve, full
+        for _ in range(HEALTH_RESERVE):  # the reserve, full: kept-alive health checks
+            reader, writer = await asyncio.open_connection("127.0.0.1", stack.config.gateway_port)
+            held.callback(writer.close)
+            writer.write(request(b"/healthz"))
+            assert (await asyncio.wait_for(reader.readline(), DEADLINE)).startswith(b"HTTP/1.1 200")
         assert (await answer(stack, request(b"/healthz")))[0] == 503  # refused before its head is read
     await wait_until_async(lambda: admitted(stack) <= 1, "the held connections to be released")
     assert await echo_works(stack)
+
+
+async def test_at_the_process_cap_a_newcomer_takes_the_place_of_the_oldest_slow_sender(stack: Stack) -> None:
+    sources = [f"127.0.0.{i}" for i in range(3, 3 + MAX_CONNECTIONS // PER_ADDRESS)]
+    async with contextlib.AsyncExitStack() as held:
+        readers = []
+        for source in sources:  # the cap, all of it half-sent heads
+            readers += await held.enter_async_context(half_sent(stack, PER_ADDRESS, source))
+        await asyncio.sleep(1.1)  # older than EVICTABLE_AFTER (1 s), younger than HANDSHAKE_TIMEOUT
+        assert await echo_works(stack)
+        assert (await asyncio.wait_for(readers[0].read(), DEADLINE)).startswith(b"HTTP/1.1 408")
+        assert (await answer(stack, request(b"/healthz")))[0] == 200
+    await wait_until_async(lambda: admitted(stack) <= 1, "the held connections to be released")
 
 
 # --- 4. readiness cannot be flipped from outside --------------------------------------------------

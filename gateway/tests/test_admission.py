@@ -91,3 +91,23 @@ def test_origins(allowed: list[str], origin: bytes | None, host: bytes, ok: bool
     headers = [(b"host", host)] + ([(b"origin", origin)] if origin is not None else [])
     event = h11.Request(method=b"GET", target=b"/echo", headers=headers)
     assert (Origins(allowed).refusal(event) is None) == ok
+
+
+def test_at_the_cap_a_newcomer_evicts_the_oldest_slow_sender(monkeypatch: pytest.MonkeyPatch) -> None:
+    import gateway.admission as admission_module
+
+    clock = [100.0]
+    monkeypatch.setattr(admission_module.time, "monotonic", lambda: clock[0])
+    admission = Admission(max_connections=2, max_per_address=100, health_reserve=1)
+    evicted: list[str] = []
+    old, _ = admission.admit("10.0.0.1")
+    old.evict = lambda: evicted.append("old")
+    done, _ = admission.admit("10.0.0.2")
+    done.head_done()  # a complete head is never evicted
+    clock[0] += 0.5
+    young, _ = admission.admit("10.0.0.3")  # the oldest slow sender is only 0.5 s old: reserve
+    assert young.in_reserve and not evicted
+    clock[0] += 1.0
+    newcomer, refusal = admission.admit("10.0.0.4")
+    assert refusal is None and not newcomer.in_reserve and evicted == ["old"] and old.released
+    assert admission.total == 3

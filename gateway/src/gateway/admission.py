@@ -2,7 +2,9 @@
 
 Counted from the moment a TCP connection is accepted until it closes, half-sent heads included (they
 hold a file descriptor just as a spliced session holds two):
-- over ``max_connections`` a connection may still ask ``/healthz`` or ``/readyz`` (a reserve of
+- over ``max_connections`` a new connection takes the place of the oldest one that has been sending its
+  head for more than EVICTABLE_AFTER seconds (that one is closed with 408): slow senders cannot hold the
+  cap. With none to evict, it may still ask ``/healthz`` or ``/readyz`` (a reserve of
   ``health_reserve`` more); anything else gets 503 with ``Retry-After``; beyond the reserve it gets
   503 at once, before its head is read;
 - over ``max_connections_per_address`` (one client address) it gets 429 with ``Retry-After`` at once.
@@ -18,6 +20,8 @@ An upgrade request is checked as RFC 6455 says before any upstream is contacted 
 import contextlib
 import logging
 import resource
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -33,6 +37,7 @@ logger = logging.getLogger(__name__)
 FD_HEADROOM = 256  # descriptors kept for the listening socket, NATS, logs, probes and upstream connects
 RETRY_AFTER = b"5"  # seconds a refused client should wait before it tries again
 HEALTH_PATHS = (b"/healthz", b"/readyz")
+EVICTABLE_AFTER = 1.0  # seconds without a complete head after which a connection may lose its place
 
 
 def raise_open_file_limit() -> int:
@@ -56,13 +61,19 @@ class Ticket:
 
     admission: "Admission"
     address: str | None  # the address it is counted under (None: not yet known, behind a proxy)
+    since: float = 0.0  # when it was accepted (monotonic)
     in_reserve: bool = False  # admitted over max_connections: health checks only
     released: bool = False
+    evict: Callable[[], None] | None = None  # closes the connection (set by its protocol)
 
     def release(self) -> None:
         if not self.released:
             self.released = True
             self.admission._leave(self)
+
+    def head_done(self) -> None:
+        """Its request head is complete: it can no longer be evicted as a slow sender."""
+        self.admission.waiting.pop(self, None)
 
 
 @dataclass
@@ -72,18 +83,34 @@ class Admission:
     health_reserve: int
     total: int = 0
     by_address: dict[str, int] = field(default_factory=dict)
+    # Connections still sending their head, oldest first: at the cap, a newcomer takes the place of the
+    # oldest one that has been at it for EVICTABLE_AFTER seconds (slowloris holds places exactly so).
+    waiting: dict[Ticket, None] = field(default_factory=dict)
 
     def admit(self, address: str | None) -> tuple[Ticket, Refusal | None]:
         """Count a new connection; the refusal (if any) to send it at once."""
-        ticket = Ticket(self, None)
+        ticket = Ticket(self, None, since=time.monotonic())
         self.total += 1
-        if self.total > self.max_connections:
+        if address is not None and (refusal := self.assign(ticket, address)) is not None:
+            return ticket, refusal
+        if self.total > self.max_connections and not self._evict_oldest_waiting(ticket.since):
             ticket.in_reserve = True
             if self.total > self.max_connections + self.health_reserve:
                 return ticket, busy("the gateway has too many connections")
-        if address is not None:
-            return ticket, self.assign(ticket, address)
+        self.waiting[ticket] = None
         return ticket, None
+
+    def _evict_oldest_waiting(self, now: float) -> bool:
+        for oldest in self.waiting:
+            if now - oldest.since < EVICTABLE_AFTER:
+                return False  # the oldest is young: so is every other
+            del self.waiting[oldest]
+            evict = oldest.evict
+            oldest.release()
+            if evict is not None:
+                evict()
+            return True
+        return False
 
     def assign(self, ticket: Ticket, address: str) -> Refusal | None:
         """Count ``ticket`` under a client address; a 429 when that address holds too many."""
@@ -98,6 +125,7 @@ class Admission:
 
     def _leave(self, ticket: Ticket) -> None:
         self.total -= 1
+        self.waiting.pop(ticket, None)
         if ticket.address is not None:
             held = self.by_address[ticket.address] - 1
             if held:

@@ -50,6 +50,7 @@ class GatewayHttpProtocol(BoundedH11Protocol):
         peer = self.client[0] if self.client else None
         trusted = peer is None or self.proxy.trusts(peer)  # a proxy's clients are known from its head
         self.ticket, refusal = self.proxy.admission.admit(None if trusted else peer)
+        self.ticket.evict = self._evicted
         if refusal is not None:
             REFUSALS.note(refusal, self._peer)
             self.refuse(refusal)
@@ -59,7 +60,16 @@ class GatewayHttpProtocol(BoundedH11Protocol):
             self.ticket.release()
         super().connection_lost(exc)
 
+    def _evicted(self) -> None:
+        """A newcomer took this slow sender's place at the cap."""
+        if self.transport is not None and not self.transport.is_closing():
+            self.refused = True
+            self.transport.write(Refusal(408, "request head not complete in time").encode())
+            self.transport.abort()
+
     def check_request(self, event: h11.Request) -> Refusal | None:
+        if self.ticket is not None:
+            self.ticket.head_done()
         refusal = super().check_request(event) or self._admission_refusal(event)
         if refusal is not None and refusal.status in (403, 429, 503):
             REFUSALS.note(refusal, self._peer)
