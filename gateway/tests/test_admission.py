@@ -41,7 +41,13 @@ def test_reserve_then_refusal_before_the_head() -> None:
     first, _ = admission.admit("10.0.0.1")
     reserve, refusal = admission.admit("10.0.0.2")
     assert refusal is None and reserve.in_reserve and not first.in_reserve
-    _, refusal = admission.admit("10.0.0.3")
+    first.head_done()
+    evicted: list[bool] = []
+    reserve.evict = lambda: evicted.append(True)
+    third, refusal = admission.admit("10.0.0.3")  # beyond the reserve: the slow sender makes room
+    assert refusal is None and third.in_reserve and evicted == [True] and reserve.released
+    third.head_done()
+    _, refusal = admission.admit("10.0.0.4")  # nobody left to evict: 503 before the head
     assert refusal is not None and refusal.status == 503
 
 

@@ -5,8 +5,9 @@ hold a file descriptor just as a spliced session holds two):
 - over ``max_connections`` a new connection takes the place of the oldest one that has been sending its
   head for more than EVICTABLE_AFTER seconds (that one is closed with 408): slow senders cannot hold the
   cap. With none to evict, it may still ask ``/healthz`` or ``/readyz`` (a reserve of
-  ``health_reserve`` more); anything else gets 503 with ``Retry-After``; beyond the reserve it gets
-  503 at once, before its head is read;
+  ``health_reserve`` more); anything else gets 503 with ``Retry-After``. Beyond the reserve, the
+  oldest slow sender of any age makes room; with none (every connection is a session or has sent its
+  head), 503 at once, before the head is read;
 - over ``max_connections_per_address`` (one client address) it gets 429 with ``Retry-After`` at once.
   Behind a trusted proxy the address is the one the proxy names in X-Forwarded-For, known only when the
   head is complete, so such connections are counted and refused then.
@@ -93,16 +94,22 @@ class Admission:
         self.total += 1
         if address is not None and (refusal := self.assign(ticket, address)) is not None:
             return ticket, refusal
-        if self.total > self.max_connections and not self._evict_oldest_waiting(ticket.since):
+        if self.total > self.max_connections and not self._evict_oldest_waiting(
+            ticket.since, EVICTABLE_AFTER
+        ):
             ticket.in_reserve = True
-            if self.total > self.max_connections + self.health_reserve:
+            # Beyond the reserve too: the oldest slow sender of any age makes room, so that a health
+            # check (whose head arrives at once) always finds a place; with none, 503 before the head.
+            if self.total > self.max_connections + self.health_reserve and not self._evict_oldest_waiting(
+                ticket.since, 0.0
+            ):
                 return ticket, busy("the gateway has too many connections")
         self.waiting[ticket] = None
         return ticket, None
 
-    def _evict_oldest_waiting(self, now: float) -> bool:
+    def _evict_oldest_waiting(self, now: float, min_age: float) -> bool:
         for oldest in self.waiting:
-            if now - oldest.since < EVICTABLE_AFTER:
+            if now - oldest.since < min_age:
                 return False  # the oldest is young: so is every other
             del self.waiting[oldest]
             evict = oldest.evict
