@@ -229,7 +229,6 @@ async def test_at_the_process_cap_a_newcomer_takes_the_place_of_the_oldest_slow_
         readers = []
         for source in sources:  # the cap, all of it half-sent heads
             readers += await held.enter_async_context(half_sent(stack, PER_ADDRESS, source))
-        await asyncio.sleep(1.1)  # older than EVICTABLE_AFTER (1 s), younger than HANDSHAKE_TIMEOUT
         assert await echo_works(stack)
         assert (await asyncio.wait_for(readers[0].read(), DEADLINE)).startswith(b"HTTP/1.1 408")
         assert (await answer(stack, request(b"/healthz")))[0] == 200

@@ -25,6 +25,8 @@ def test_counts_per_address_and_per_process_and_release() -> None:
     a2, r2 = admission.admit("10.0.0.1")
     a3, r3 = admission.admit("10.0.0.1")
     assert (r1, r2) == (None, None) and r3 is not None and r3.status == 429
+    for ticket in (a1, a2, a3):
+        ticket.head_done()  # sessions now: nobody to evict
     b1, rb = admission.admit("10.0.0.2")
     assert rb is None and b1.in_reserve  # the 4th: over max_connections, inside the health reserve
     a3.release()
@@ -39,15 +41,15 @@ def test_counts_per_address_and_per_process_and_release() -> None:
 def test_reserve_then_refusal_before_the_head() -> None:
     admission = Admission(max_connections=1, max_per_address=100, health_reserve=1)
     first, _ = admission.admit("10.0.0.1")
+    first.head_done()  # a session: never evicted
     reserve, refusal = admission.admit("10.0.0.2")
     assert refusal is None and reserve.in_reserve and not first.in_reserve
-    first.head_done()
     evicted: list[bool] = []
     reserve.evict = lambda: evicted.append(True)
-    third, refusal = admission.admit("10.0.0.3")  # beyond the reserve: the slow sender makes room
+    third, refusal = admission.admit("10.0.0.3")  # the slow sender in the reserve makes room
     assert refusal is None and third.in_reserve and evicted == [True] and reserve.released
-    third.head_done()
-    _, refusal = admission.admit("10.0.0.4")  # nobody left to evict: 503 before the head
+    third.head_done()  # a health check being answered
+    _, refusal = admission.admit("10.0.0.4")  # nobody to evict, the reserve full: 503 before the head
     assert refusal is not None and refusal.status == 503
 
 
@@ -99,21 +101,14 @@ def test_origins(allowed: list[str], origin: bytes | None, host: bytes, ok: bool
     assert (Origins(allowed).refusal(event) is None) == ok
 
 
-def test_at_the_cap_a_newcomer_evicts_the_oldest_slow_sender(monkeypatch: pytest.MonkeyPatch) -> None:
-    import gateway.admission as admission_module
-
-    clock = [100.0]
-    monkeypatch.setattr(admission_module.time, "monotonic", lambda: clock[0])
-    admission = Admission(max_connections=2, max_per_address=100, health_reserve=1)
+def test_at_the_cap_a_newcomer_evicts_the_oldest_slow_sender() -> None:
+    admission = Admission(max_connections=3, max_per_address=100, health_reserve=1)
     evicted: list[str] = []
-    old, _ = admission.admit("10.0.0.1")
-    old.evict = lambda: evicted.append("old")
-    done, _ = admission.admit("10.0.0.2")
+    done, _ = admission.admit("10.0.0.1")
     done.head_done()  # a complete head is never evicted
-    clock[0] += 0.5
-    young, _ = admission.admit("10.0.0.3")  # the oldest slow sender is only 0.5 s old: reserve
-    assert young.in_reserve and not evicted
-    clock[0] += 1.0
+    tickets = [admission.admit(f"10.0.0.{i}")[0] for i in (2, 3)]
+    for name, ticket in zip(("oldest", "younger"), tickets, strict=True):
+        ticket.evict = lambda name=name: evicted.append(name)
     newcomer, refusal = admission.admit("10.0.0.4")
-    assert refusal is None and not newcomer.in_reserve and evicted == ["old"] and old.released
+    assert refusal is None and not newcomer.in_reserve and evicted == ["oldest"] and tickets[0].released
     assert admission.total == 3

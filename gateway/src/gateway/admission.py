@@ -2,12 +2,11 @@
 
 Counted from the moment a TCP connection is accepted until it closes, half-sent heads included (they
 hold a file descriptor just as a spliced session holds two):
-- over ``max_connections`` a new connection takes the place of the oldest one that has been sending its
-  head for more than EVICTABLE_AFTER seconds (that one is closed with 408): slow senders cannot hold the
-  cap. With none to evict, it may still ask ``/healthz`` or ``/readyz`` (a reserve of
-  ``health_reserve`` more); anything else gets 503 with ``Retry-After``. Beyond the reserve, the
-  oldest slow sender of any age makes room; with none (every connection is a session or has sent its
-  head), 503 at once, before the head is read;
+- over ``max_connections`` a new connection takes the place of the oldest one still sending its head
+  (that one is closed with 408): slow senders cannot hold the cap. With none to evict (every connection
+  is a session or has sent its head), it may still ask ``/healthz`` or ``/readyz`` (a reserve of
+  ``health_reserve`` more); anything else gets 503 with ``Retry-After``; beyond the reserve it gets 503
+  at once, before its head is read;
 - over ``max_connections_per_address`` (one client address) it gets 429 with ``Retry-After`` at once.
   Behind a trusted proxy the address is the one the proxy names in X-Forwarded-For, known only when the
   head is complete, so such connections are counted and refused then.
@@ -21,7 +20,6 @@ An upgrade request is checked as RFC 6455 says before any upstream is contacted 
 import contextlib
 import logging
 import resource
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
@@ -38,7 +36,6 @@ logger = logging.getLogger(__name__)
 FD_HEADROOM = 256  # descriptors kept for the listening socket, NATS, logs, probes and upstream connects
 RETRY_AFTER = b"5"  # seconds a refused client should wait before it tries again
 HEALTH_PATHS = (b"/healthz", b"/readyz")
-EVICTABLE_AFTER = 1.0  # seconds without a complete head after which a connection may lose its place
 
 
 def raise_open_file_limit() -> int:
@@ -62,7 +59,6 @@ class Ticket:
 
     admission: "Admission"
     address: str | None  # the address it is counted under (None: not yet known, behind a proxy)
-    since: float = 0.0  # when it was accepted (monotonic)
     in_reserve: bool = False  # admitted over max_connections: health checks only
     released: bool = False
     evict: Callable[[], None] | None = None  # closes the connection (set by its protocol)
@@ -85,39 +81,32 @@ class Admission:
     total: int = 0
     by_address: dict[str, int] = field(default_factory=dict)
     # Connections still sending their head, oldest first: at the cap, a newcomer takes the place of the
-    # oldest one that has been at it for EVICTABLE_AFTER seconds (slowloris holds places exactly so).
+    # oldest (slowloris holds places exactly so; a real client's head arrives within one round trip).
     waiting: dict[Ticket, None] = field(default_factory=dict)
 
     def admit(self, address: str | None) -> tuple[Ticket, Refusal | None]:
         """Count a new connection; the refusal (if any) to send it at once."""
-        ticket = Ticket(self, None, since=time.monotonic())
+        ticket = Ticket(self, None)
         self.total += 1
         if address is not None and (refusal := self.assign(ticket, address)) is not None:
             return ticket, refusal
-        if self.total > self.max_connections and not self._evict_oldest_waiting(
-            ticket.since, EVICTABLE_AFTER
-        ):
+        if self.total > self.max_connections:
+            self._evict_oldest_waiting()
+        if self.total > self.max_connections:
             ticket.in_reserve = True
-            # Beyond the reserve too: the oldest slow sender of any age makes room, so that a health
-            # check (whose head arrives at once) always finds a place; with none, 503 before the head.
-            if self.total > self.max_connections + self.health_reserve and not self._evict_oldest_waiting(
-                ticket.since, 0.0
-            ):
+            if self.total > self.max_connections + self.health_reserve:
                 return ticket, busy("the gateway has too many connections")
         self.waiting[ticket] = None
         return ticket, None
 
-    def _evict_oldest_waiting(self, now: float, min_age: float) -> bool:
+    def _evict_oldest_waiting(self) -> None:
         for oldest in self.waiting:
-            if now - oldest.since < min_age:
-                return False  # the oldest is young: so is every other
             del self.waiting[oldest]
             evict = oldest.evict
             oldest.release()
             if evict is not None:
                 evict()
-            return True
-        return False
+            return
 
     def assign(self, ticket: Ticket, address: str) -> Refusal | None:
         """Count ``ticket`` under a client address; a 429 when that address holds too many."""
