@@ -1,6 +1,8 @@
 """The gateway's WebSocket transport: forward the upgrade, then splice bytes both ways.
 
-uvicorn hands every WebSocket upgrade to this protocol (``ws=GatewayWebSocketProtocol``). For a routed
+uvicorn hands every WebSocket upgrade to this protocol (``ws=GatewayWebSocketProtocol``) once the
+gateway's HTTP protocol (front.py) has admitted it: head limits, caps, RFC 6455 checks and the Origin are
+settled before this protocol runs, so a bad request never reaches an upstream. For a routed
 path it opens a TCP connection to an upstream replica, forwards the client's upgrade request (path, query
 string, subprotocols and extensions unchanged, X-Forwarded-For set) and relays the upstream's 101. From
 then on both ends speak the same framing, so bytes are copied as they arrive: no frame is decoded or
