@@ -38,6 +38,8 @@ REFUSALS = RefusalLog()
 
 
 class GatewayHttpProtocol(BoundedH11Protocol):
+    behind_gateway = False  # the public door applies the limits exactly
+
     def __init__(self, config: Any, server_state: Any, app_state: dict[str, Any], _loop: Any = None) -> None:
         super().__init__(config, server_state, app_state, _loop)
         self.proxy: Proxy | None = app_state.get("proxy")

@@ -16,7 +16,7 @@ Subclasses add checks of their own through ``check_request`` (the gateway's caps
 import asyncio
 import http
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import h11
@@ -34,6 +34,19 @@ class HeadLimits:
     max_headers: int = 100
     max_target_length: int = 4 * 1024
     handshake_timeout: float = 10.0
+
+    def forwarded(self) -> "HeadLimits":
+        """The limits a service behind the gateway applies: room for the X-Forwarded-* fields the
+        gateway adds, so that a head the gateway let through is never refused by its upstream."""
+        return replace(
+            self,
+            max_head_size=self.max_head_size + FORWARDING_SLACK_BYTES,
+            max_headers=self.max_headers + FORWARDING_SLACK_HEADERS,
+        )
+
+
+FORWARDING_SLACK_HEADERS = 4  # the gateway adds X-Forwarded-For and X-Forwarded-Proto
+FORWARDING_SLACK_BYTES = 1024  # ... and may extend a trusted proxy's X-Forwarded-For chain
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,11 +117,17 @@ class _CheckedConnection(h11.Connection):
 
 
 class BoundedH11Protocol(H11Protocol):
-    """uvicorn's h11 protocol with the head limits above (``config.head_limits``, a ``HeadLimits``)."""
+    """uvicorn's h11 protocol with the head limits above (``config.head_limits``, a ``HeadLimits``).
+
+    A service applies them with room for what the gateway adds (``HeadLimits.forwarded``); the gateway's
+    own protocol (``behind_gateway = False``) applies them exactly."""
+
+    behind_gateway = True
 
     def __init__(self, config: Any, server_state: Any, app_state: dict[str, Any], _loop: Any = None) -> None:
         super().__init__(config, server_state, app_state, _loop)
-        self.limits: HeadLimits = getattr(config, "head_limits", None) or HeadLimits()
+        limits: HeadLimits = getattr(config, "head_limits", None) or HeadLimits()
+        self.limits = limits.forwarded() if self.behind_gateway else limits
         self.conn = _CheckedConnection(self.check_request, self.limits.max_head_size)
         self.head_timer: asyncio.TimerHandle | None = None
         self.refused = False
