@@ -50,14 +50,15 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
 
     @app.get("/upstreams", include_in_schema=False)
     async def upstreams() -> dict[str, object]:
-        """Which replicas each route has and which answer their health check."""
+        """Which replicas each route has and which answer their health check; ``connections`` counts
+        spliced sessions, ``admitted`` every open client connection (this request included)."""
         return {
             name: {
                 "replicas": [shown(a) for a in pool.addresses or pool.targets],
                 "reachable": sorted(shown(a) for a in pool.reachable),
             }
             for name, pool in proxy.pools.items()
-        } | {"connections": proxy.connections}
+        } | {"connections": proxy.connections, "admitted": proxy.admission.total}
 
     @app.websocket("/{path:path}")
     async def unknown_path(websocket: WebSocket, path: str) -> None:

@@ -1,22 +1,13 @@
-"""Just enough of RFC 6455 for a splicing proxy: frame boundaries, close frames, the accept key.
+"""Just enough of RFC 6455 for a splicing proxy: frame boundaries and close frames.
 
 The gateway never decodes or re-encodes a frame. It only walks frame headers so that it knows when a
 close frame of its own (1012, 1001) can be written between two frames without corrupting the stream.
 """
 
-import base64
-import hashlib
-
 from realtime.frames import OP_CLOSE, close_frame
+from websockets.utils import accept_key  # the Sec-WebSocket-Accept value for a Sec-WebSocket-Key
 
 __all__ = ["FrameTracker", "accept_key", "close_frame"]
-
-_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-
-
-def accept_key(key: str) -> str:
-    """The Sec-WebSocket-Accept value for a client's Sec-WebSocket-Key."""
-    return base64.b64encode(hashlib.sha1(key.encode("ascii") + _GUID).digest()).decode("ascii")
 
 
 class FrameTracker:

@@ -2,8 +2,10 @@
 
 import asyncio
 import logging
+import resource
 from ipaddress import ip_address, ip_network
 
+from gateway.admission import Admission, Origins, default_max_connections
 from gateway.routes import RouteTable
 from gateway.settings import GatewaySettings
 from gateway.upstreams import UpstreamPool
@@ -22,6 +24,14 @@ class Proxy:
         self.connections = 0  # client WebSocket sessions being spliced right now
         self._trust_all = "*" in settings.forwarded_allow_ips
         self._trusted = [ip_network(n, strict=False) for n in settings.forwarded_allow_ips if n != "*"]
+        open_files = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        self.admission = Admission(
+            max_connections=settings.max_connections
+            or default_max_connections(open_files, settings.health_reserve),
+            max_per_address=settings.max_connections_per_address,
+            health_reserve=settings.health_reserve,
+        )
+        self.origins = Origins(settings.allowed_origins)
 
     def pool_for(self, path: str) -> UpstreamPool | None:
         name = self.routes.upstream_for(path)
@@ -36,6 +46,18 @@ class Proxy:
         except ValueError:
             return False
         return any(address in net for net in self._trusted)
+
+    def client_address(self, peer: str, headers: list[tuple[bytes, bytes]]) -> str:
+        """The client a trusted proxy connected for: the right-most X-Forwarded-For entry that is not
+        itself a trusted proxy (the peer when there is none)."""
+        chain: list[str] = []
+        for name, value in headers:
+            if name == b"x-forwarded-for":
+                chain += [p.strip() for p in value.decode("latin-1").split(",") if p.strip()]
+        for hop in reversed(chain):
+            if not self.trusts(hop):
+                return hop
+        return chain[0] if chain else peer
 
     @property
     def ready(self) -> bool:

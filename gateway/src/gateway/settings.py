@@ -26,6 +26,19 @@ class GatewaySettings(ServiceSettings):
     # Peers whose X-Forwarded-For is kept and extended (an ingress); "*" trusts all. Others are replaced.
     forwarded_allow_ips: Annotated[list[str], NoDecode] = []
 
+    # Connections this process holds at once (half-sent heads included). None: derived from the open-file
+    # limit (each spliced session uses two descriptors), leaving room for health checks, NATS and logs.
+    # Over it a client gets HTTP 503 with Retry-After; /healthz and /readyz still answer (health_reserve).
+    max_connections: int | None = Field(default=None, ge=1)
+    # Connections one client address may hold (the peer, or X-Forwarded-For from a trusted proxy); over
+    # it: HTTP 429 with Retry-After. Raise it when many users share one address (a NAT, a corporate proxy).
+    max_connections_per_address: int = Field(default=1000, ge=1)
+    # Connections beyond max_connections that may still ask /healthz or /readyz (nothing else).
+    health_reserve: int = Field(default=32, ge=1)
+    # Origins a browser may open WebSockets from, besides the gateway's own (Origin host:port == Host);
+    # "*" allows every origin. A request without Origin (not a browser) is always allowed.
+    allowed_origins: Annotated[list[str], NoDecode] = []
+
     @field_validator("upstreams", mode="before")
     @classmethod
     def _split_replica_lists(cls, value: object) -> object:
@@ -38,9 +51,9 @@ class GatewaySettings(ServiceSettings):
             }
         return value
 
-    @field_validator("forwarded_allow_ips", mode="before")
+    @field_validator("forwarded_allow_ips", "allowed_origins", mode="before")
     @classmethod
-    def _split_ips(cls, value: object) -> object:
+    def _split_lists(cls, value: object) -> object:
         if isinstance(value, str):
             return [p.strip() for p in value.split(",") if p.strip()]
         return value

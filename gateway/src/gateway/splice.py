@@ -1,6 +1,8 @@
 """The gateway's WebSocket transport: forward the upgrade, then splice bytes both ways.
 
-uvicorn hands every WebSocket upgrade to this protocol (``ws=GatewayWebSocketProtocol``). For a routed
+uvicorn hands every WebSocket upgrade to this protocol (``ws=GatewayWebSocketProtocol``) once the
+gateway's HTTP protocol (front.py) has admitted it: head limits, caps, RFC 6455 checks and the Origin are
+settled before this protocol runs, so a bad request never reaches an upstream. For a routed
 path it opens a TCP connection to an upstream replica, forwards the client's upgrade request (path, query
 string, subprotocols and extensions unchanged, X-Forwarded-For set) and relays the upstream's 101. From
 then on both ends speak the same framing, so bytes are copied as they arrive: no frame is decoded or
@@ -20,6 +22,7 @@ from typing import Any
 from realtime.close_codes import CloseCode
 from realtime.serve import GracefulWebSocketProtocol
 
+from gateway.admission import Ticket
 from gateway.frames import FrameTracker, accept_key, close_frame
 from gateway.proxy import Proxy
 from gateway.upstreams import Address, UpstreamPool, open_transport
@@ -29,10 +32,23 @@ logger = logging.getLogger("gateway.access")
 MAX_RESPONSE_HEAD = 16 * 1024
 MAX_EARLY_BYTES = 256 * 1024  # client bytes that may arrive before the upstream's 101 is relayed
 CLOSE_WAIT = 2.0  # how long to wait for a client's close reply after the gateway closed
+# After the upstream's close frame went to the client, a client that keeps sending for AFTER_CLOSE_GRACE
+# seconds without answering it is not reading: from then on, every AFTER_CLOSE_BURST bytes the gateway
+# stops reading it for AFTER_CLOSE_PAUSE seconds. The client's writes then block, it reads the close and
+# answers, as it would against the service directly (which reads slower than the gateway copies);
+# without this it waited for the service's 10 s close timeout and saw 1006.
+AFTER_CLOSE_GRACE = 0.25
+AFTER_CLOSE_BURST = 256 * 1024
+AFTER_CLOSE_PAUSE = 0.05
 
 
 class UpstreamRefused(Exception):
-    """This replica did not take the connection; try the next one."""
+    """This replica did not take this connection (it timed out, hung up, or answered 5xx); try the next
+    one. Says nothing about the replica's health: one request cannot mark a replica down."""
+
+
+class UpstreamUnreachable(UpstreamRefused):
+    """No TCP connection to this replica: it is marked down until its health probe answers again."""
 
 
 class Request:
@@ -136,6 +152,10 @@ class GatewayWebSocketProtocol(asyncio.Protocol):
         self._task: asyncio.Task[None] | None = None
         self._close_timer: asyncio.TimerHandle | None = None
         self._delegate: asyncio.Protocol | None = None  # the ASGI WebSocket for unrouted paths
+        self._holds: set[str] = set()  # why the client's reads are paused: "upstream", "after-close"
+        self._after_close = 0  # client bytes since the last after-close pause
+        self._close_seen_at = 0.0  # when the client was first seen sending after the upstream's close
+        self.ticket: Ticket | None = None  # this connection's place in the gateway's counts (front.py)
 
     # --- transport callbacks from the client side -------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -148,6 +168,8 @@ class GatewayWebSocketProtocol(asyncio.Protocol):
         if self._splicing:
             self.tracker.feed(data)
             self.upstream.transport.write(data)  # type: ignore[union-attr]
+            if self.upstream.tracker.saw_close and not self.tracker.saw_close:  # type: ignore[union-attr]
+                self._slow_down_after_close(len(data))
             return
         if self._delegate is not None:
             self._delegate.data_received(data)
@@ -165,6 +187,8 @@ class GatewayWebSocketProtocol(asyncio.Protocol):
             self._close_client(CloseCode.MESSAGE_TOO_BIG, "too much data before the upstream answered")
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.ticket is not None:
+            self.ticket.release()
         if self._delegate is not None:
             self._delegate.connection_lost(exc)
             return
@@ -213,13 +237,29 @@ class GatewayWebSocketProtocol(asyncio.Protocol):
             self.transport.close()
 
     # --- called by the client's own reads and by the upstream side -------------------------------
-    def pause_reading(self) -> None:
-        if self.transport is not None:
+    def pause_reading(self, reason: str = "upstream") -> None:
+        if not self._holds and self.transport is not None:
             self.transport.pause_reading()
+        self._holds.add(reason)
 
-    def resume_reading(self) -> None:
-        if self.transport is not None:
+    def resume_reading(self, reason: str = "upstream") -> None:
+        self._holds.discard(reason)
+        if not self._holds and self.transport is not None and not self.transport.is_closing():
             self.transport.resume_reading()
+
+    def _slow_down_after_close(self, size: int) -> None:
+        loop = asyncio.get_running_loop()
+        if not self._close_seen_at:
+            self._close_seen_at = loop.time()
+        self._after_close += size
+        if (
+            self._after_close >= AFTER_CLOSE_BURST
+            and "after-close" not in self._holds
+            and loop.time() - self._close_seen_at > AFTER_CLOSE_GRACE
+        ):
+            self._after_close = 0
+            self.pause_reading("after-close")
+            loop.call_later(AFTER_CLOSE_PAUSE, self.resume_reading, "after-close")
 
     def from_upstream(self, data: bytes) -> None:
         if self.transport is not None and not self._closing:
@@ -282,7 +322,8 @@ class GatewayWebSocketProtocol(asyncio.Protocol):
             try:
                 status = await self._try_upstream(address, head, settings)
             except UpstreamRefused as exc:
-                pool.mark(address, False)
+                if isinstance(exc, UpstreamUnreachable):
+                    pool.mark(address, False)
                 logger.info("%s - upstream %s %s:%d refused (%s)", self.peer, pool.name, *address, exc)
                 continue
             except Exception:
@@ -313,7 +354,7 @@ class GatewayWebSocketProtocol(asyncio.Protocol):
                 async with asyncio.timeout(settings.upstream_connect_timeout):
                     await open_transport(address, lambda: side)
             except (OSError, TimeoutError) as exc:
-                raise UpstreamRefused(str(exc) or type(exc).__name__) from None
+                raise UpstreamUnreachable(str(exc) or type(exc).__name__) from None
             self.upstream = side
             side.transport.write(head)  # type: ignore[union-attr]
             try:

@@ -27,3 +27,11 @@ def test_text_and_close_frames() -> None:
     assert parse(text_frame("héllo"), mask=False).data == "héllo".encode()
     close = parse(close_frame(4003, "forbidden"), mask=False)
     assert close.data == (4003).to_bytes(2, "big") + b"forbidden"
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_long_close_reason_is_cut_at_a_character_boundary(masked: bool) -> None:
+    reason = "é" * 100  # 200 bytes: byte 123 is the first half of a two-byte character
+    close = parse(close_frame(1008, reason, masked=masked), mask=masked)
+    text = close.data[2:].decode("utf-8")  # raises if a character was split
+    assert len(close.data) <= 125 and text == reason[: len(text)] and len(text.encode()) == 122

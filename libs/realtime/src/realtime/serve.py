@@ -15,6 +15,7 @@ from uvicorn.supervisors import Multiprocess
 
 from realtime import metrics
 from realtime.close_codes import CloseCode
+from realtime.heads import BoundedH11Protocol, HeadLimits, Refusal
 from realtime.logs import setup_logging
 from realtime.settings import ServiceSettings
 
@@ -71,11 +72,12 @@ def frame_writer(websocket: WebSocket) -> FrameWriter | None:
 
 
 class GracefulWebSocketProtocol(WebSocketsSansIOProtocol):
-    """uvicorn's sans-I/O WebSocket protocol, with two changes:
+    """uvicorn's sans-I/O WebSocket protocol, with three changes:
 
     - shutdown says 1001 "going away" (uvicorn says 1012): 1012 is what the gateway reports when it loses
       an upstream, while a draining instance tells its clients to reconnect elsewhere;
-    - each connection's scope carries a ``FrameWriter`` (extension ``realtime.frame_writer``).
+    - each connection's scope carries a ``FrameWriter`` (extension ``realtime.frame_writer``);
+    - a handshake websockets cannot parse is answered 400 (uvicorn left such a client hanging).
     """
 
     def handle_connect(self, event: Any) -> None:
@@ -87,6 +89,16 @@ class GracefulWebSocketProtocol(WebSocketsSansIOProtocol):
             ):
                 # A Unix-socket peer has no address; "unix" lets FORWARDED_ALLOW_IPS trust the gateway there.
                 self.scope["client"] = ("unix", 0)
+
+    def handle_parser_exception(self) -> None:
+        if self.conn.close_sent is None:
+            # A request websockets cannot parse: uvicorn's handler expects a close frame and raises,
+            # which left the client waiting for an answer that never came. Answer 400 and hang up.
+            self.handshake_complete = self.close_sent = True
+            self.transport.write(Refusal(400, "invalid WebSocket handshake").encode())
+            self.transport.close()
+            return
+        super().handle_parser_exception()
 
     def shutdown(self) -> None:
         if self.handshake_complete and not self.close_sent:
@@ -105,12 +117,16 @@ def uvicorn_config(
     settings: ServiceSettings,
     *,
     ws: type | str = GracefulWebSocketProtocol,
+    http: type = BoundedH11Protocol,
 ) -> uvicorn.Config:
-    return uvicorn.Config(
+    """uvicorn's config for a service: ``http`` parses request heads within ``settings``' limits."""
+    config = uvicorn.Config(
         app_factory,
         factory=True,
         host=settings.host,
         port=settings.port,
+        http=http,
+        h11_max_incomplete_event_size=settings.max_head_size,
         ws=ws,
         ws_max_size=settings.ws_max_size,
         ws_per_message_deflate=settings.ws_per_message_deflate,
@@ -124,6 +140,13 @@ def uvicorn_config(
         timeout_graceful_shutdown=settings.shutdown_timeout,
         lifespan="on",
     )
+    config.head_limits = HeadLimits(  # type: ignore[attr-defined]  # read by BoundedH11Protocol
+        max_head_size=settings.max_head_size,
+        max_headers=settings.max_headers,
+        max_target_length=settings.max_target_length,
+        handshake_timeout=settings.handshake_timeout,
+    )
+    return config
 
 
 def serve(
@@ -131,12 +154,13 @@ def serve(
     settings: ServiceSettings,
     *,
     ws: type | str = GracefulWebSocketProtocol,
+    http: type = BoundedH11Protocol,
 ) -> None:
     """Blocks until SIGINT/SIGTERM: then clients get 1001, the lifespan drains the bus, and it exits.
 
     With ``settings.uds`` the same server also listens on that Unix socket."""
     setup_logging(settings.log_level, settings.log_format, **log_names(settings))
-    config = uvicorn_config(app_factory, settings, ws=ws)
+    config = uvicorn_config(app_factory, settings, ws=ws, http=http)
     server = uvicorn.Server(config)
     if settings.uds is None:
         server.run()
@@ -167,14 +191,21 @@ def unix_listener(path: str) -> socket.socket:
 WORKER_HEALTHCHECK_TIMEOUT = 30  # seconds a worker may take to answer uvicorn's ping (serve_workers)
 
 
-def serve_workers(app_factory: str, settings: ServiceSettings, workers: int, *, ws: type | str) -> None:
+def serve_workers(
+    app_factory: str,
+    settings: ServiceSettings,
+    workers: int,
+    *,
+    ws: type | str,
+    http: type = BoundedH11Protocol,
+) -> None:
     """Like ``serve``, in ``workers`` processes sharing one listening socket (the kernel spreads the
     connections). ``app_factory`` is an import string called in each worker, which builds its settings
     from the environment and sets up its own logging. SIGTERM to this process reaches every worker, and
     each closes its clients with 1001."""
     setup_logging(settings.log_level, settings.log_format, **log_names(settings))
     with metrics_across_workers():
-        config = uvicorn_config(app_factory, settings, ws=ws)
+        config = uvicorn_config(app_factory, settings, ws=ws, http=http)
         config.workers = workers
         # uvicorn kills a worker that does not answer its ping within this many seconds (5 by default);
         # a freshly spawned worker answers only once its imports are done, which on a busy machine can

@@ -39,6 +39,12 @@ class ServiceSettings(BaseSettings):
     ws_ping_interval: float = 20.0
     ws_ping_timeout: float = 20.0
     shutdown_timeout: float = 10.0
+    # Request heads (realtime.heads): larger heads -> 431, more fields -> 431, a longer target -> 414;
+    # a connection that has not sent a complete head within the timeout is closed (slowloris).
+    max_head_size: int = Field(default=16 * 1024, ge=1024)
+    max_headers: int = Field(default=100, ge=8)
+    max_target_length: int = Field(default=4 * 1024, ge=256)
+    handshake_timeout: float = Field(default=10.0, gt=0)
     # Proxies whose X-Forwarded-For names the client (the gateway): its address must be listed, or every
     # client looks like the gateway. "*" where only the gateway can reach a service (compose, Kubernetes).
     # "unix" stands for a peer on the UDS socket below (uvicorn sees no address there).

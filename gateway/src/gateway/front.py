@@ -1,0 +1,103 @@
+"""The gateway's HTTP protocol: bounded heads (realtime.heads), then admission (admission.py), then the
+upgrade goes to ``GatewayWebSocketProtocol`` (splice.py), which is the first to contact an upstream."""
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import h11
+from realtime.heads import BoundedH11Protocol, Refusal
+
+from gateway.admission import Ticket, is_websocket_attempt, reserve_refusal, upgrade_refusal
+from gateway.proxy import Proxy
+
+logger = logging.getLogger("gateway.admission")
+
+LOG_EVERY = 10.0  # seconds between two log lines about refused connections (a flood is one line)
+
+
+class RefusalLog:
+    """Counts refusals by status and logs them at most once every LOG_EVERY seconds."""
+
+    def __init__(self) -> None:
+        self.counts: dict[int, int] = {}
+        self.logged_at = 0.0
+
+    def note(self, refusal: Refusal, peer: str) -> None:
+        self.counts[refusal.status] = self.counts.get(refusal.status, 0) + 1
+        now = time.monotonic()
+        if now - self.logged_at >= LOG_EVERY:
+            self.logged_at = now
+            summary = ", ".join(f"{n} x {status}" for status, n in sorted(self.counts.items()))
+            logger.warning("refused connections (last from %s: %s): %s", peer, refusal.text, summary)
+            self.counts.clear()
+
+
+REFUSALS = RefusalLog()
+
+
+class GatewayHttpProtocol(BoundedH11Protocol):
+    behind_gateway = False  # the public door applies the limits exactly
+
+    def __init__(self, config: Any, server_state: Any, app_state: dict[str, Any], _loop: Any = None) -> None:
+        super().__init__(config, server_state, app_state, _loop)
+        self.proxy: Proxy | None = app_state.get("proxy")
+        self.ticket: Ticket | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        if self.proxy is None:
+            return
+        peer = self.client[0] if self.client else None
+        trusted = peer is None or self.proxy.trusts(peer)  # a proxy's clients are known from its head
+        self.ticket, refusal = self.proxy.admission.admit(None if trusted else peer)
+        self.ticket.evict = self._evicted
+        if refusal is not None:
+            REFUSALS.note(refusal, self._peer)
+            self.refuse(refusal)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.ticket is not None:
+            self.ticket.release()
+        super().connection_lost(exc)
+
+    def _evicted(self) -> None:
+        """A newcomer took this slow sender's place at the cap."""
+        if self.transport is not None and not self.transport.is_closing():
+            self.refused = True
+            self.transport.write(Refusal(408, "request head not complete in time").encode())
+            self.transport.abort()
+
+    def check_request(self, event: h11.Request) -> Refusal | None:
+        if self.ticket is not None:
+            self.ticket.head_done()
+        refusal = super().check_request(event) or self._admission_refusal(event)
+        if refusal is not None and refusal.status in (403, 429, 503):
+            REFUSALS.note(refusal, self._peer)
+        return refusal
+
+    def _admission_refusal(self, event: h11.Request) -> Refusal | None:
+        proxy, ticket = self.proxy, self.ticket
+        if proxy is None or ticket is None:
+            return None
+        if ticket.in_reserve and (refusal := reserve_refusal(event)) is not None:
+            return refusal
+        if ticket.address is None:
+            refusal = proxy.admission.assign(ticket, proxy.client_address(self._peer, event.headers))
+            if refusal is not None:
+                return refusal
+        if is_websocket_attempt(event):
+            return upgrade_refusal(event) or proxy.origins.refusal(event)
+        return None
+
+    def handle_websocket_upgrade(self, event: h11.Request) -> None:
+        """Hand the connection, and its place in the counts, to the WebSocket protocol."""
+        ticket, self.ticket = self.ticket, None
+        super().handle_websocket_upgrade(event)
+        protocol = self.transport.get_protocol()
+        if ticket is not None:
+            if hasattr(protocol, "ticket"):
+                protocol.ticket = ticket  # released in its connection_lost
+            else:
+                ticket.release()
