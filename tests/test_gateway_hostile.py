@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 from devstack.stack import Stack
 from realtime.close_codes import CloseCode
+from realtime.testing import send_huge_head
 from websockets.exceptions import InvalidStatus
 
 from tests.conftest import DEADLINE, closed_with, make_stack, recv, wait_until, wait_until_async, ws
@@ -137,18 +138,7 @@ async def test_oversized_heads_are_refused_before_any_upstream(
 
 
 async def test_a_ten_megabyte_head_is_refused_long_before_it_is_all_sent(stack: Stack) -> None:
-    reader, writer = await asyncio.open_connection("127.0.0.1", stack.config.gateway_port)
-    writer.write(b"GET /echo HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: ")
-    sent = 0
-    with contextlib.suppress(ConnectionError):
-        async with asyncio.timeout(DEADLINE):
-            while sent < 10_000_000 and not reader.at_eof() and not reader._buffer:  # type: ignore[attr-defined]
-                writer.write(b"a" * 65536)
-                sent += 65536
-                await writer.drain()
-                await asyncio.sleep(0)  # let the answer in, as a client reading while it sends would
-    line = await asyncio.wait_for(reader.readline(), DEADLINE)
-    writer.close()
+    line, sent = await send_huge_head(stack.config.gateway_port, b"GET /echo HTTP/1.1\r\nHost: 127.0.0.1\r\n")
     assert line.startswith(b"HTTP/1.1 431") and sent < 10_000_000
     assert (await answer(stack, request(b"/readyz")))[0] == 200
 
@@ -304,7 +294,7 @@ async def test_secret_query_values_never_reach_any_log_however_spelled(stack: St
             async with await ws(f"{stack.gateway_url}{target}") as conn:
                 await conn.close()
         await answer(stack, upgrade(f"/echo?{key}={secret}".encode(), b"Origin: http://evil.example"))
-    wait_until(
+    await wait_until_async(
         lambda: stack.all_logs().count("?x=1&") >= len(SPELLINGS) * 2,  # the gateway's and echo's lines
         "every connection to be logged",
     )

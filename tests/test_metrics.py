@@ -15,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 from realtime import metrics
 
-from tests.conftest import closed_with, make_stack, recv, wait_until, ws
+from tests.conftest import closed_with, make_stack, recv, wait_until_async, ws
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -78,7 +78,9 @@ async def test_connection_gauge_follows_a_client_in_and_out(stack: Stack) -> Non
     assert await recv(conn) == "Echo: in"
     assert value(echo, "realtime_ws_connections_open", **route) == 1
     await conn.close(code=1000)
-    wait_until(lambda: value(echo, "realtime_ws_connections_open", **route) == 0, "the gauge back at 0")
+    await wait_until_async(
+        lambda: value(echo, "realtime_ws_connections_open", **route) == 0, "the gauge back at 0"
+    )
     closed_after = value(echo, "realtime_ws_connections_closed_total", **route, code="1000")
     assert closed_after == closed_before + 1
 
@@ -142,7 +144,9 @@ async def test_with_two_gateway_workers_one_scrape_covers_both() -> None:
             assert (await closed_with(conn))[0] == 4004
         # A session counts as closed when its handler returns, just after the client has the close.
         total = before + 20
-        wait_until(lambda: value(url, "realtime_ws_connections_closed_total", **labels) == total, "20 closes")
+        await wait_until_async(
+            lambda: value(url, "realtime_ws_connections_closed_total", **labels) == total, "20 closes"
+        )
         # Several scrapes land on either worker; each sums the files of both.
         for _ in range(6):
             assert value(url, "realtime_ws_connections_closed_total", **labels) == before + 20

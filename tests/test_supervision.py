@@ -8,100 +8,23 @@ signalled.
 """
 
 import asyncio
-import contextlib
 import os
-import re
 import signal
-import subprocess
-import sys
-import threading
 import time
 from pathlib import Path
 
 import nats
-import psutil
 import pytest
 from devstack.stack import RestartPolicy, Stack, StackConfig, how_it_ended
 from nats.js.api import StreamConfig
-from realtime.testing import free_port
 from websockets.asyncio.client import ClientConnection
 
-from tests.conftest import DEADLINE, recv, wait_until, ws
+from tests.conftest import DEADLINE, recv, wait_until, wait_until_async, ws
+from tests.support.launcher import Launcher, alive
 
 pytestmark = pytest.mark.timeout(300)
 
 COMEBACK = 90.0  # seconds a killed process may take to be ready again (a busy 2-core machine is slow)
-
-
-def alive(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-
-
-class Launcher:
-    """``python -m devstack`` as ``make run`` starts it, on free ports, with its output collected."""
-
-    def __init__(self, tmp: Path, **env: str) -> None:
-        self.port = free_port()
-        self.nats_port = free_port()
-        full_env = os.environ | {
-            "PORT": str(self.port),
-            "NATS_PORT": str(self.nats_port),
-            "NATS_MONITOR_PORT": str(free_port()),
-            "STACK_LOG_DIR": str(tmp / "logs"),
-            "STACK_FREE_PORTS": "1",
-            "STACK_QUIET": "1",
-            **env,
-        }
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "devstack"],
-            env=full_env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        self.lines: list[str] = []
-        self.changed = threading.Condition()
-        self.seen: set[int] = set()  # every pid the launcher ever had below it
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        with self.process.stdout:  # type: ignore[union-attr]
-            for line in self.process.stdout:  # type: ignore[union-attr]
-                with self.changed:
-                    self.lines.append(line)
-                    self.changed.notify_all()
-
-    def wait_for_line(self, pattern: str, deadline: float, start: int = 0) -> re.Match[str]:
-        """The first line from index ``start`` on that matches ``pattern``, waiting up to ``deadline``."""
-        regex = re.compile(pattern)
-        end = time.monotonic() + deadline
-        with self.changed:
-            while True:
-                for line in self.lines[start:]:
-                    if found := regex.search(line):
-                        return found
-                left = end - time.monotonic()
-                if left <= 0 or self.process.poll() is not None:
-                    tail = "".join(self.lines[-30:])
-                    raise AssertionError(f"no line matching {pattern!r} within {deadline}s:\n{tail}")
-                self.changed.wait(min(left, 0.5))
-
-    def pids(self) -> dict[str, int]:
-        """name -> pid from the start-up table, updated by every "is back" line."""
-        pids: dict[str, int] = {}
-        for line in self.lines:
-            found = re.search(r"devstack: (\S+) is back at [\d:]+: pid (\d+)", line)
-            found = found or re.match(r"^([a-z]+(?:-\d+)?)\s+\S+\s.*\bpid (\d+)", line)
-            if found:
-                pids[found[1]] = int(found[2])
-        return pids
-
-    def note_descendants(self) -> None:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            self.seen.update(p.pid for p in psutil.Process(self.process.pid).children(recursive=True))
 
 
 async def room_members(url: str, room: str, count: int = 2) -> list[ClientConnection]:
@@ -154,7 +77,9 @@ async def echo_answers(conn: ClientConnection, text: str) -> None:
 
 async def test_killed_processes_come_back_and_the_rest_stay_up(tmp_path: Path) -> None:
     # Two rooms replicas, two gateway workers, Unix sockets: the settings make run offers keep working.
-    launcher = Launcher(tmp_path, SCALE="rooms=2", GATEWAY_WORKERS="2", STACK_UNIX_SOCKETS="1")
+    launcher = Launcher(
+        tmp_path, SCALE="rooms=2", GATEWAY_WORKERS="2", STACK_UNIX_SOCKETS="1", STACK_QUIET="1"
+    )
     url = f"ws://127.0.0.1:{launcher.port}"
     try:
         launcher.wait_for_line("realtime stack is up", 90)
@@ -207,11 +132,11 @@ async def test_killed_processes_come_back_and_the_rest_stay_up(tmp_path: Path) -
         launcher.process.send_signal(signal.SIGTERM)
         assert launcher.process.wait(DEADLINE * 3) == 0
     finally:
-        if launcher.process.poll() is None:
-            launcher.process.kill()
-            launcher.process.wait(DEADLINE)
+        launcher.stop(DEADLINE)
     everything = launcher.seen | set(launcher.pids().values())
-    wait_until(lambda: not any(alive(p) for p in everything), "every process to be gone", DEADLINE * 2)
+    await wait_until_async(
+        lambda: not any(alive(p) for p in everything), "every process to be gone", DEADLINE * 2
+    )
     assert "stopped." in "".join(launcher.lines)
 
 

@@ -52,3 +52,25 @@ async def serving(
     finally:
         server.should_exit = True
         await asyncio.wait_for(task, deadline)
+
+
+async def send_huge_head(
+    port: int, request_start: bytes, total: int = 10_000_000, deadline: float = 10.0
+) -> tuple[bytes, int]:
+    """Send ``request_start`` and then one header value of up to ``total`` bytes, reading while it sends
+    as a real client would; returns the first line of the answer and how many value bytes went out
+    before it came (a server that buffers the whole head only answers after all of them)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(request_start + b"X-Big: ")
+    sent = 0
+    with contextlib.suppress(ConnectionError):
+        async with asyncio.timeout(deadline):
+            while sent < total and not reader.at_eof() and not reader._buffer:  # type: ignore[attr-defined]
+                writer.write(b"a" * 65536)
+                sent += 65536
+                await writer.drain()
+                await asyncio.sleep(0)  # let the answer in
+    try:
+        return await asyncio.wait_for(reader.readline(), deadline), sent
+    finally:
+        writer.close()
