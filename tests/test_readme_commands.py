@@ -197,9 +197,12 @@ def pytest_collect_only(ctx: Context, command: Command) -> None:
 
 
 def compose_config(ctx: Context, command: Command) -> None:
-    """``compose up``: the Compose v2 binary validates the file with the env file the README made."""
+    """``compose [--profile P] up``: the Compose v2 binary validates the file (with that profile) and the
+    env file the README made."""
     env_file = ".env" if (ctx.cwd / ".env").exists() else ".env.example"
-    ctx.sh(f"{compose_binary()} --env-file {env_file} config -q", env=command.env)
+    argv = command.argv
+    profiles = " ".join(f"--profile {argv[i + 1]}" for i, w in enumerate(argv) if w == "--profile")
+    ctx.sh(f"{compose_binary()} --env-file {env_file} {profiles} config -q", env=command.env)
     if "COMPOSE_BAKE" in command.env:
         assert command.env["COMPOSE_BAKE"] == "false"
 
@@ -239,7 +242,7 @@ RULES: list[tuple[str, Callable[[Context, Command], None]]] = [
     (r"^\.venv/bin/python -m websockets ", websocket_client),
     (r"^\.venv/bin/python -m bench ", skip("a benchmark: minutes of load on every core (make bench)")),
     (r"^(\.\./)*\.\./\.venv/bin/pytest$|^\.venv/bin/pytest \S+$", pytest_collect_only),
-    (r"^docker compose up", compose_config),
+    (r"^docker compose (--profile \S+ )?up", compose_config),
     (r"^docker compose (ps|down)", compose_flags),
     (r"^docker build ", docker_build),
     (r"^kubectl apply -k |^kubectl kustomize \S+$", kustomize),
