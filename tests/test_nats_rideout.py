@@ -15,7 +15,7 @@ import pytest
 from devstack.stack import Stack
 from websockets.asyncio.client import ClientConnection
 
-from tests.conftest import DEADLINE, make_stack, recv, wait_until_async, ws
+from tests.conftest import DEADLINE, make_stack, recv, ws
 
 pytestmark = pytest.mark.timeout(240)
 
