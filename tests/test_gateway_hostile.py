@@ -304,7 +304,7 @@ async def test_secret_query_values_never_reach_any_log_however_spelled(stack: St
             async with await ws(f"{stack.gateway_url}{target}") as conn:
                 await conn.close()
         await answer(stack, upgrade(f"/echo?{key}={secret}".encode(), b"Origin: http://evil.example"))
-    wait_until(
+    await wait_until_async(
         lambda: stack.all_logs().count("?x=1&") >= len(SPELLINGS) * 2,  # the gateway's and echo's lines
         "every connection to be logged",
     )

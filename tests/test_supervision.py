@@ -26,7 +26,7 @@ from nats.js.api import StreamConfig
 from realtime.testing import free_port
 from websockets.asyncio.client import ClientConnection
 
-from tests.conftest import DEADLINE, recv, wait_until, ws
+from tests.conftest import DEADLINE, recv, wait_until, wait_until_async, ws
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -211,7 +211,9 @@ async def test_killed_processes_come_back_and_the_rest_stay_up(tmp_path: Path) -
             launcher.process.kill()
             launcher.process.wait(DEADLINE)
     everything = launcher.seen | set(launcher.pids().values())
-    wait_until(lambda: not any(alive(p) for p in everything), "every process to be gone", DEADLINE * 2)
+    await wait_until_async(
+        lambda: not any(alive(p) for p in everything), "every process to be gone", DEADLINE * 2
+    )
     assert "stopped." in "".join(launcher.lines)
 
 
