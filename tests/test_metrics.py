@@ -2,10 +2,14 @@
 
 Every endpoint parses with prometheus-client's own parser and defines every platform metric; the
 connection gauge follows a client in and out; counters move with traffic; no label carries a room id, a
-client address or a password; with GATEWAY_WORKERS=2 one scrape covers both workers.
+client address or a password; with GATEWAY_WORKERS=2 one scrape covers both workers. Rooms: received,
+published, delivered, bytes and both latency histograms; stats: pulses built and their lag; gateway: splices
+open per upstream, refusals by reason (a refused origin, a malformed upgrade); NATS connected everywhere.
 """
 
+import asyncio
 import json
+import socket
 import urllib.request
 from collections.abc import Iterator
 
@@ -14,8 +18,10 @@ from devstack.stack import Stack
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 from realtime import metrics
+from realtime.frames import text_frame
+from websockets.exceptions import InvalidStatus
 
-from tests.conftest import closed_with, make_stack, recv, wait_until_async, ws
+from tests.conftest import DEADLINE, closed_with, make_stack, recv, wait_until_async, ws
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -33,7 +39,8 @@ PLATFORM_METRICS = {
 
 @pytest.fixture(scope="module")
 def stack() -> Iterator[Stack]:
-    with make_stack(ROOM_PASSWORDS=json.dumps({"VIP": PASSWORD})) as running:
+    # A 1 s pulse: stats builds its first pulse within a few seconds.
+    with make_stack(ROOM_PASSWORDS=json.dumps({"VIP": PASSWORD}), PULSE_INTERVAL="1") as running:
         yield running
 
 
@@ -103,6 +110,97 @@ async def test_counters_move_with_traffic(stack: Stack) -> None:
     after = [value(echo, n, **service) for n in names]
     sent_bytes = sum(len(f"Echo: {t}") for t in ("one", "two", "three")) + 2
     assert [a - b for a, b in zip(after, before, strict=True)] == [4, 4, sent_bytes]
+
+
+async def test_rooms_counters_and_histograms_move_with_traffic(stack: Stack) -> None:
+    rooms = endpoints(stack)["rooms-1"]
+    service = {"service": "rooms"}
+    names = (
+        "realtime_messages_received_total",
+        "realtime_messages_published_total",
+        "realtime_messages_delivered_total",
+        "realtime_bytes_out_total",
+        "realtime_publish_to_store_seconds_count",
+        "realtime_fanout_seconds_count",
+    )
+    before = [value(rooms, n, **service) for n in names]
+    texts = ("first", "second", "third")
+    async with (
+        await ws(f"{stack.gateway_url}/ws/{ROOM}-t") as alice,
+        await ws(f"{stack.gateway_url}/ws/{ROOM}-t") as bob,
+    ):
+        for text in texts:
+            await alice.send(text)
+            for member in (alice, bob):
+                assert await recv(member) == text
+    after = [value(rooms, n, **service) for n in names]
+    frames = sum(len(text_frame(t)) for t in texts)
+    # Two members hear each message: the fan-out writes it twice, each frame whole.
+    assert [a - b for a, b in zip(after, before, strict=True)] == [3, 3, 6, 2 * frames, 3, 3]
+
+
+async def test_stats_builds_pulses_and_counts_their_lag(stack: Stack) -> None:
+    stats = endpoints(stack)["stats-1"]
+    async with await ws(f"{stack.gateway_url}/stats") as client:
+        # The first pulse a client gets may be relayed or the newest one at once; wait for built ones.
+        await wait_until_async(
+            lambda: value(stats, "realtime_pulses_built_total") >= 1, "a pulse built", deadline=30
+        )
+        assert json.loads(await recv(client))["tick"] > 0
+        await wait_until_async(
+            lambda: value(stats, "realtime_pulse_lag_seconds_count") >= 1, "a pulse lag observed"
+        )
+        assert value(stats, "realtime_messages_delivered_total", service="stats") >= 1
+        assert value(stats, "realtime_bytes_out_total", service="stats") > 0
+
+
+async def test_gateway_splices_open_follow_a_client_in_and_out(stack: Stack) -> None:
+    gateway = endpoints(stack)["gateway"]
+    upstream = {"upstream": "echo"}
+    assert value(gateway, "realtime_gateway_splices_open", **upstream) == 0
+    conn = await ws(f"{stack.gateway_url}/echo")
+    await conn.send("in")
+    assert await recv(conn) == "Echo: in"
+    assert value(gateway, "realtime_gateway_splices_open", **upstream) == 1
+    await conn.close()
+    await wait_until_async(
+        lambda: value(gateway, "realtime_gateway_splices_open", **upstream) == 0, "no splice open"
+    )
+    assert value(gateway, "realtime_gateway_replicas_up", upstream="rooms") == 1
+
+
+def malformed_upgrade(port: int) -> bytes:
+    """An upgrade without Sec-WebSocket-Key: the gateway answers 400 itself. Returns its status line."""
+    with socket.create_connection(("127.0.0.1", port), timeout=DEADLINE) as sock:
+        sock.sendall(
+            b"GET /echo HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Version: 13\r\n\r\n"
+        )
+        return sock.recv(4096).split(b"\r\n", 1)[0]
+
+
+async def test_gateway_refusals_count_by_reason(stack: Stack) -> None:
+    gateway = endpoints(stack)["gateway"]
+    before = {r: value(gateway, "realtime_gateway_refusals_total", reason=r) for r in metrics.REFUSAL_REASONS}
+    with pytest.raises(InvalidStatus) as refused:
+        await ws(f"{stack.gateway_url}/echo", origin="https://evil.example")
+    assert refused.value.response.status_code == 403
+    status = await asyncio.to_thread(malformed_upgrade, stack.config.gateway_port)
+    assert b" 400 " in status, status
+    after = {r: value(gateway, "realtime_gateway_refusals_total", reason=r) for r in metrics.REFUSAL_REASONS}
+    assert {r: after[r] - before[r] for r in after} == {
+        "cap": 0,
+        "origin": 1,
+        "malformed": 1,
+        "no_upstream": 0,
+    }
+
+
+def test_nats_connected_is_1_everywhere(stack: Stack) -> None:
+    for name, url in endpoints(stack).items():
+        service = stack.processes[name].env["SERVICE_NAME"]
+        assert value(url, "realtime_nats_connected", service=service) == 1, name
+        assert value(url, "realtime_nats_pending_bytes", service=service) == 0, name
 
 
 async def test_no_label_carries_a_room_id_an_address_or_a_password(stack: Stack) -> None:

@@ -4,7 +4,7 @@ import os
 
 from fastapi import FastAPI
 from realtime.logs import setup_logging
-from realtime.serve import serve, serve_workers
+from realtime.serve import log_names, serve, serve_workers
 
 from gateway.admission import raise_open_file_limit
 from gateway.app import create_app
@@ -30,7 +30,7 @@ def worker_app() -> FastAPI:
     settings = GatewaySettings()
     # Each worker is an instance of its own in the pulse: the gateway's id and the worker's pid.
     settings.instance_id = f"{settings.instance_id}-p{os.getpid()}"
-    setup_logging(settings.log_level)
+    setup_logging(settings.log_level, settings.log_format, **log_names(settings))
     return create_app(settings)
 
 

@@ -36,6 +36,18 @@ class RefusalLog:
 
 REFUSALS = RefusalLog()
 
+# A refusal's status -> its reason in the refusals metric: the caps (per process, per address, the health
+# reserve, a slow sender evicted at the cap), a browser origin, everything else a malformed request
+# (RFC 6455 400/426, head limits 414/431, what h11 rejects).
+CAP_STATUSES = frozenset((408, 429, 503))
+ORIGIN_STATUS = 403
+
+
+def refusal_reason(status: int) -> str:
+    if status in CAP_STATUSES:
+        return "cap"
+    return "origin" if status == ORIGIN_STATUS else "malformed"
+
 
 class GatewayHttpProtocol(BoundedH11Protocol):
     behind_gateway = False  # the public door applies the limits exactly
@@ -66,8 +78,18 @@ class GatewayHttpProtocol(BoundedH11Protocol):
         """A newcomer took this slow sender's place at the cap."""
         if self.transport is not None and not self.transport.is_closing():
             self.refused = True
+            self._count_refusal(408)
             self.transport.write(Refusal(408, "request head not complete in time").encode())
             self.transport.abort()
+
+    def refuse(self, refusal: Refusal) -> None:
+        if not self.refused:  # once per connection
+            self._count_refusal(refusal.status)
+        super().refuse(refusal)
+
+    def _count_refusal(self, status: int) -> None:
+        if self.proxy is not None:
+            self.proxy.refusals[refusal_reason(status)].inc()
 
     def check_request(self, event: h11.Request) -> Refusal | None:
         if self.ticket is not None:

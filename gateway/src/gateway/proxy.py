@@ -4,6 +4,9 @@ import asyncio
 import logging
 import resource
 from ipaddress import ip_address, ip_network
+from typing import Any
+
+from realtime import metrics
 
 from gateway.admission import Admission, Origins, default_max_connections
 from gateway.routes import RouteTable
@@ -17,7 +20,10 @@ class Proxy:
     def __init__(self, settings: GatewaySettings) -> None:
         self.settings = settings
         self.routes = RouteTable(settings.routes)
-        self.pools = {name: UpstreamPool(name, targets) for name, targets in settings.upstreams.items()}
+        self.pools = {
+            name: UpstreamPool(name, targets, metrics_on=settings.metrics)
+            for name, targets in settings.upstreams.items()
+        }
         missing = {r.upstream for r in self.routes.routes} - set(self.pools)
         if missing:
             raise ValueError(f"routes name upstreams with no replicas configured: {sorted(missing)}")
@@ -32,6 +38,12 @@ class Proxy:
             health_reserve=settings.health_reserve,
         )
         self.origins = Origins(settings.allowed_origins)
+        # Refusals by reason (metrics.REFUSAL_REASONS), resolved once.
+        self.refusals: dict[str, Any] = {
+            reason: metrics.refusal(reason) if settings.metrics else metrics.NOOP
+            for reason in metrics.REFUSAL_REASONS
+        }
+        self.no_upstream = self.refusals["no_upstream"]
 
     def pool_for(self, path: str) -> UpstreamPool | None:
         name = self.routes.upstream_for(path)

@@ -149,6 +149,7 @@ class GatewayWebSocketProtocol(asyncio.Protocol):
         self._splicing = False
         self._closing = False  # the gateway sent (or is sending) its own close to the client
         self._counted = False
+        self._pool: UpstreamPool | None = None  # the upstream being spliced to (for its metrics)
         self._task: asyncio.Task[None] | None = None
         self._close_timer: asyncio.TimerHandle | None = None
         self._delegate: asyncio.Protocol | None = None  # the ASGI WebSocket for unrouted paths
@@ -316,6 +317,7 @@ class GatewayWebSocketProtocol(asyncio.Protocol):
         proxy, request = self.proxy, self.request
         if proxy is None or request is None:
             return
+        self._pool = pool
         head = request.for_upstream(self.peer, proxy.trusts(self.peer))
         settings = proxy.settings
         for address in pool.candidates():
@@ -343,6 +345,7 @@ class GatewayWebSocketProtocol(asyncio.Protocol):
             self._handshake_and_close(CloseCode.INTERNAL_ERROR, "upstream is not a WebSocket")
             return
         logger.warning("%s - no upstream for %s accepted the connection", self.peer, self._path)
+        proxy.no_upstream.inc()
         self._handshake_and_close(CloseCode.TRY_AGAIN_LATER, "no upstream available")
 
     async def _try_upstream(self, address: Address, head: bytes, settings: Any) -> int:
@@ -405,8 +408,12 @@ class GatewayWebSocketProtocol(asyncio.Protocol):
         if not self._counted and self.proxy is not None:
             self._counted = True
             self.proxy.connections += 1
+            if self._pool is not None:
+                self._pool.splices_open.inc()
 
     def _uncount(self) -> None:
         if self._counted and self.proxy is not None:
             self._counted = False
             self.proxy.connections -= 1
+            if self._pool is not None:
+                self._pool.splices_open.dec()

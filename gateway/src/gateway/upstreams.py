@@ -8,6 +8,8 @@ import logging
 import socket
 from collections.abc import Callable
 
+from realtime import metrics
+
 logger = logging.getLogger(__name__)
 
 Address = tuple[str, int]
@@ -50,7 +52,7 @@ class UpstreamPool:
     which simply tries the next. A replica not probed yet is tried like a healthy one.
     """
 
-    def __init__(self, name: str, targets: list[str]) -> None:
+    def __init__(self, name: str, targets: list[str], *, metrics_on: bool = True) -> None:
         if not targets:
             raise ValueError(f"upstream {name!r} has no replicas")
         self.name = name
@@ -59,6 +61,8 @@ class UpstreamPool:
         self.reachable: set[Address] = set()  # answered its last health probe
         self.down: set[Address] = set()  # failed its last probe or refused the last connection
         self._turn = itertools.count()
+        self._up = metrics.child(metrics.GATEWAY_REPLICAS_UP, metrics_on, upstream=name)
+        self.splices_open = metrics.child(metrics.GATEWAY_SPLICES_OPEN, metrics_on, upstream=name)
 
     def candidates(self) -> list[Address]:
         """Every known replica, once, in the order to try them for the next connection."""
@@ -74,6 +78,7 @@ class UpstreamPool:
         else:
             self.reachable.discard(address)
             self.down.add(address)
+        self._up.set(len(self.reachable))
 
     async def resolve(self) -> None:
         loop = asyncio.get_running_loop()
@@ -91,6 +96,7 @@ class UpstreamPool:
         self.addresses = found
         self.reachable &= set(found)
         self.down &= set(found)
+        self._up.set(len(self.reachable))
 
     async def probe(self, deadline: float) -> None:
         """Mark each replica reachable when its /healthz answers 200."""

@@ -26,6 +26,8 @@ def build_bus(settings: ServiceSettings) -> Bus:
         name=f"{settings.service_name}/{settings.instance_id}",
         connect_timeout=settings.nats_connect_timeout,
         reconnect_wait=settings.nats_reconnect_wait,
+        service=settings.service_name,
+        metrics_on=settings.metrics,
     )
 
 

@@ -63,7 +63,11 @@ MESSAGES_PUBLISHED = Counter(
 MESSAGES_DELIVERED = Counter(
     "realtime_messages_delivered", "messages written to clients (one per client per message)", ["service"]
 )
-BYTES_OUT = Counter("realtime_bytes_out", "payload bytes written to clients (UTF-8 for text)", ["service"])
+BYTES_OUT = Counter(
+    "realtime_bytes_out",
+    "bytes written to clients (echo: the payload, UTF-8 for text; rooms, stats: whole frames)",
+    ["service"],
+)
 SLOW_CONSUMERS = Counter(
     "realtime_slow_consumers", "clients cut off because their unread bytes passed the limit", ["service"]
 )
@@ -182,8 +186,11 @@ NOOP = _Noop()
 
 
 def child(metric: Counter | Gauge | Histogram, enabled: bool = True, **labels: str) -> Any:
-    """``metric.labels(**labels)``, resolved once, or a no-op stand-in when metrics are off."""
-    return metric.labels(**labels) if enabled else NOOP
+    """``metric.labels(**labels)`` (the metric itself when it has no labels), resolved once, or a no-op
+    stand-in when metrics are off."""
+    if not enabled:
+        return NOOP
+    return metric.labels(**labels) if labels else metric
 
 
 class Tally:

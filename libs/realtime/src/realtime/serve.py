@@ -3,9 +3,11 @@
 import contextlib
 import os
 import shutil
+import signal
 import socket
 import tempfile
 from collections.abc import Callable, Iterator
+from types import FrameType
 from typing import Any
 
 import uvicorn
@@ -112,6 +114,22 @@ class GracefulWebSocketProtocol(WebSocketsSansIOProtocol):
         super().shutdown()
 
 
+STOP_SIGNALS = frozenset((signal.SIGTERM, signal.SIGINT))
+
+
+class Server(uvicorn.Server):
+    """uvicorn's server, except that a stop asked for by SIGTERM or SIGINT ends with exit status 0.
+
+    uvicorn re-raises the signal it caught once the graceful shutdown is done, so the process dies by
+    that signal (status -15; after Ctrl-C a KeyboardInterrupt traceback): an orchestrator then cannot
+    tell a clean stop from a crash. A second signal still forces the exit as in uvicorn."""
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        super().handle_exit(sig, frame)
+        if sig in STOP_SIGNALS:
+            self._captured_signals = [s for s in self._captured_signals if s not in STOP_SIGNALS]
+
+
 def uvicorn_config(
     app_factory: Callable[[], FastAPI] | str,
     settings: ServiceSettings,
@@ -161,7 +179,7 @@ def serve(
     With ``settings.uds`` the same server also listens on that Unix socket."""
     setup_logging(settings.log_level, settings.log_format, **log_names(settings))
     config = uvicorn_config(app_factory, settings, ws=ws, http=http)
-    server = uvicorn.Server(config)
+    server = Server(config)
     if settings.uds is None:
         server.run()
         return

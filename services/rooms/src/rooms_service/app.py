@@ -12,10 +12,13 @@ import asyncio
 import contextlib
 import logging
 import secrets
+import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import FastAPI, Query, WebSocket
+from realtime import metrics
 from realtime.app import create_service_app
 from realtime.close_codes import CloseCode
 from realtime.frames import text_frame
@@ -68,6 +71,15 @@ def create_app(settings: RoomsSettings | None = None) -> FastAPI:
 
     app = create_service_app(settings, lifespan=lifespan)
     app.state.guard = guard
+    on, service = settings.metrics, settings.service_name
+    auth_failures = metrics.child(metrics.AUTH_FAILURES, on, service=service)
+    auth_throttled = metrics.child(metrics.AUTH_THROTTLED, on, service=service)
+    counts = _RelayMetrics(
+        metrics.tally(metrics.MESSAGES_RECEIVED, on, service=service),
+        metrics.child(metrics.RATE_LIMITED, on, service=service),
+        metrics.child(metrics.PUBLISH_TO_STORE, on, service=service),
+        on,
+    )
 
     @app.get("/rooms", include_in_schema=False)
     async def room_stats() -> dict[str, int]:
@@ -100,10 +112,11 @@ def create_app(settings: RoomsSettings | None = None) -> FastAPI:
         client = websocket.client.host if websocket.client else "unknown"
         verdict = await guard.check(room_id, client, password)
         if verdict != Verdict.ALLOWED:
+            (auth_throttled if verdict == Verdict.THROTTLED else auth_failures).inc()
             logger.warning("room %s: refused %s (%s password)", room_id, client, verdict)
             await _refuse(websocket, CloseCode.FORBIDDEN, "forbidden")
             return
-        await _session(app.state.rooms, settings, websocket, room_id, wire_format == "json", resume)
+        await _session(app.state.rooms, settings, websocket, room_id, wire_format == "json", resume, counts)
 
     @app.websocket("/ws/{rest:path}")
     async def not_a_room(websocket: WebSocket, rest: str) -> None:
@@ -137,8 +150,24 @@ def _resume(json: bool, since: str | None, epoch: str | None, history: str | Non
     )
 
 
+@dataclass(frozen=True, slots=True)
+class _RelayMetrics:
+    """What a member's messages count on, resolved once per app (never a label lookup per message)."""
+
+    received: metrics.Tally
+    rate_limited: Any
+    publish_to_store: Any
+    on: bool
+
+
 async def _session(
-    rooms: Rooms, settings: RoomsSettings, websocket: WebSocket, room_id: str, json: bool, resume: Resume
+    rooms: Rooms,
+    settings: RoomsSettings,
+    websocket: WebSocket,
+    room_id: str,
+    json: bool,
+    resume: Resume,
+    counts: _RelayMetrics,
 ) -> None:
     """Join first (the member hears the room from the moment its handshake completes), then accept."""
     writer = frame_writer(websocket)
@@ -159,12 +188,15 @@ async def _session(
             logger.warning("room %s: could not welcome (%s)", room_id, type(exc).__name__)
             _close(member, CloseCode.TRY_AGAIN_LATER, "messaging unavailable")
             return
-        await _relay(rooms, room, member, TokenBucket(settings.message_rate, settings.message_burst))
+        bucket = TokenBucket(settings.message_rate, settings.message_burst)
+        await _relay(rooms, room, member, bucket, counts)
     finally:
         await rooms.leave(room, member)
 
 
-async def _relay(rooms: Rooms, room: Room, member: Member, bucket: TokenBucket) -> None:
+async def _relay(
+    rooms: Rooms, room: Room, member: Member, bucket: TokenBucket, counts: _RelayMetrics
+) -> None:
     """Store what the member says until it leaves or breaks a limit (size is uvicorn's: 1009); a JSON
     member that gave an id is acknowledged with the stored seq once it is stored."""
     while True:
@@ -176,8 +208,11 @@ async def _relay(rooms: Rooms, room: Room, member: Member, bucket: TokenBucket) 
             _close(member, CloseCode.POLICY_VIOLATION, "text messages only")
             return
         if not bucket.take():
+            counts.rate_limited.inc()
             _close(member, CloseCode.POLICY_VIOLATION, "rate limit exceeded")
             return
+        counts.received.value += 1
+        started = time.perf_counter() if counts.on else 0.0
         msg_id = None
         if member.json:
             try:
@@ -191,6 +226,8 @@ async def _relay(rooms: Rooms, room: Room, member: Member, bucket: TokenBucket) 
             logger.warning("room %s: could not store (%s)", room.id, type(exc).__name__)
             _close(member, CloseCode.TRY_AGAIN_LATER, "messaging unavailable")
             return
+        if counts.on:
+            counts.publish_to_store.observe(time.perf_counter() - started)
         if msg_id is not None:
             member.writer.write(text_frame(envelopes.ack(msg_id, stored.seq)))
 

@@ -22,10 +22,12 @@ the store, then handed over to the live stream by seq, with nothing lost or doub
 import asyncio
 import contextlib
 import logging
+import time
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 
 from fastapi import WebSocket
+from realtime import metrics
 from realtime.bus import Bus, Message, StoreAck, Stored, StreamSpec, Subscription
 from realtime.close_codes import CloseCode
 from realtime.frames import OP_TEXT, encode_frame, text_frame
@@ -142,6 +144,10 @@ class Rooms:
         self._lock = asyncio.Lock()  # joins and leaves; the message path never takes it
         self._cut_off_before = 0  # slow consumers cut off in rooms that have closed since
         self._history_ready = asyncio.Event()
+        on, service = settings.metrics, settings.service_name
+        self.published = metrics.tally(metrics.MESSAGES_PUBLISHED, on, service=service)
+        self.fanout_seconds = metrics.child(metrics.FANOUT, on, service=service)
+        self._metrics_on = on
         self.census = Census(
             bus,
             prefix,
@@ -247,6 +253,8 @@ class Rooms:
                 settings.send_buffer_limit,
                 close_deadline=settings.slow_consumer_close_deadline,
                 name=f"room {room_id}",
+                service=settings.service_name,
+                metrics_on=settings.metrics,
             )
             for _ in range(2)
         ]
@@ -383,7 +391,9 @@ class Rooms:
         delay = 0.05
         while True:
             try:
-                return await self._bus.store(self.stream, room.stored_subject, payload, key)
+                ack = await self._bus.store(self.stream, room.stored_subject, payload, key)
+                self.published.value += 1
+                return ack
             except Exception as exc:
                 if loop.time() + delay > deadline:
                     raise
@@ -432,11 +442,14 @@ class Rooms:
     async def _on_stored(self, room: Room, message: Message) -> None:
         if message.seq <= room.delivered:
             return  # delivered already (by a fill)
+        started = time.perf_counter() if self._metrics_on else 0.0
         if message.last_seq > room.delivered:
             await self._fill(room)  # raises if the store is unreachable: then nothing past the gap
             if message.seq <= room.delivered:
                 return
         self._deliver(room, message.seq, message.payload)
+        if self._metrics_on:
+            self.fanout_seconds.observe(time.perf_counter() - started)
 
     async def _fill(self, room: Room) -> None:
         """Deliver, in order, what the store has after what this replica delivered in the room."""

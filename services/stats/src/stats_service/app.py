@@ -21,12 +21,14 @@ from stats_service.ticker import Ticker
 
 def create_app(settings: StatsSettings | None = None) -> FastAPI:
     settings = settings or StatsSettings()
-    hub = PulseHub(max_buffered=settings.pulse_max_buffered)
+    hub = PulseHub(
+        max_buffered=settings.pulse_max_buffered, service=settings.service_name, metrics_on=settings.metrics
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         aggregator = Aggregator(settings.pulse_interval, settings.pulse_drop_after)
-        ticker = Ticker(app.state.bus, aggregator, hub)
+        ticker = Ticker(app.state.bus, aggregator, hub, metrics_on=settings.metrics)
         app.state.aggregator = aggregator
         task = asyncio.create_task(ticker.run(), name="stats-ticker")
         app.state.readiness["pulse"] = lambda: not task.done()  # a dead ticker takes the replica out

@@ -7,8 +7,10 @@ newest pulse at a later one, so a slow reader holds at most one pulse in this pr
 """
 
 import logging
+import time
 
 from fastapi import WebSocket
+from realtime import metrics
 from realtime.frames import text_frame
 from realtime.hub import Hub, Policy
 from realtime.serve import FrameWriter, frame_writer
@@ -19,8 +21,10 @@ logger = logging.getLogger(__name__)
 class PulseHub:
     """The local clients of one stats replica and the newest pulse."""
 
-    def __init__(self, max_buffered: int = 0) -> None:
-        self.hub = Hub(Policy.LATEST_WINS, max_buffered, name="stats")
+    def __init__(self, max_buffered: int = 0, *, service: str = "stats", metrics_on: bool = True) -> None:
+        self.hub = Hub(Policy.LATEST_WINS, max_buffered, name="stats", service=service, metrics_on=metrics_on)
+        self._skipped = metrics.child(metrics.PULSES_SKIPPED, metrics_on)
+        self._lag = metrics.child(metrics.PULSE_LAG, metrics_on)
         self.latest_text: str | None = None
         self.latest_frame: bytes | None = None
         self.latest_tick: int | None = None
@@ -47,12 +51,18 @@ class PulseHub:
     def leave(self, writer: FrameWriter) -> None:
         self.hub.discard(writer)
 
-    def publish(self, tick: int, text: str) -> tuple[int, int]:
-        """Send one pulse to every client; returns (sent, skipped)."""
+    def publish(self, tick: int, text: str, started: float | None = None) -> tuple[int, int]:
+        """Send one pulse to every client; returns (sent, skipped). ``started``: the tick's start on the
+        wall clock (``time.time()``), for the pulse lag."""
         frame = text_frame(text)
         self.latest_tick, self.latest_text, self.latest_frame = tick, text, frame
+        skipped_before = self.hub.skipped
         sent = self.hub.broadcast(frame)
+        if started is not None:
+            self._lag.observe(max(0.0, time.time() - started))
         skipped = len(self.hub) - sent
+        if self.hub.skipped > skipped_before:
+            self._skipped.inc(self.hub.skipped - skipped_before)
         self.sent += sent
         if skipped:
             logger.debug("pulse %d: %d clients skipped (still reading an earlier pulse)", tick, skipped)

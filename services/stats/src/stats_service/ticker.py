@@ -16,6 +16,7 @@ import json
 import logging
 import time
 
+from realtime import metrics
 from realtime.bus import Bus, BusUnavailable, Subscription
 from realtime.pulse import SAMPLES, Sample, sleep_until, tick_of, tick_start
 
@@ -32,8 +33,10 @@ def encode_pulse(pulse: dict[str, object]) -> str:
 
 
 class Ticker:
-    def __init__(self, bus: Bus, aggregator: Aggregator, hub: PulseHub) -> None:
+    def __init__(self, bus: Bus, aggregator: Aggregator, hub: PulseHub, *, metrics_on: bool = True) -> None:
         self.bus = bus
+        self._built = metrics.child(metrics.PULSES_BUILT, metrics_on)
+        self._relayed = metrics.child(metrics.PULSES_RELAYED, metrics_on)
         self.aggregator = aggregator
         self.hub = hub
         self.interval = aggregator.interval
@@ -93,7 +96,8 @@ class Ticker:
         if self._relaying:
             self._relaying = False
             logger.info("warm-up over: sending this replica's own pulses from tick %d", tick)
-        sent, skipped = self.hub.publish(tick, text)
+        self._built.inc()
+        sent, skipped = self.hub.publish(tick, text, tick_start(tick, self.interval))
         logger.debug(
             "pulse %d to %d clients (%d skipped) in %.1f ms",
             tick,
@@ -114,7 +118,8 @@ class Ticker:
                     self._relaying = True
                     logger.info("warming up: relaying peers' pulses (from tick %d)", tick)
                 self.relayed += 1
-                self.hub.publish(tick, message.payload.decode())
+                self._relayed.inc()
+                self.hub.publish(tick, message.payload.decode(), tick_start(tick, self.interval))
 
     def should_relay(self, tick: int, now: float) -> bool:
         """A peer's pulse goes to our clients only while we build none of our own, once per tick, in order,

@@ -13,10 +13,12 @@ from nats.js import api
 from nats.js.client import JetStreamContext
 from nats.js.errors import BadRequestError, NotFoundError
 
+from realtime import metrics
 from realtime.bus.base import Bus, BusUnavailable, Message, StoreAck, Stored, StreamSpec, Subscription
 
 STREAM_NAME_IN_USE = 10058  # JetStream's error code: a stream of that name exists with another config
 FETCH_TIMEOUT = 2.0  # seconds one batch of stored messages may take
+PENDING_SAMPLE_INTERVAL = 1.0  # seconds between two looks at nats-py's unsent buffer (never per publish)
 
 logger = logging.getLogger(__name__)
 
@@ -39,8 +41,16 @@ class NatsBus(Bus):
         name: str = "realtime",
         connect_timeout: float = 2.0,
         reconnect_wait: float = 0.5,
+        service: str | None = None,
+        metrics_on: bool = True,
     ) -> None:
         super().__init__()
+        on = metrics_on and service is not None
+        self._connected_gauge = metrics.child(metrics.NATS_CONNECTED, on, service=service or "")
+        self._reconnects = metrics.child(metrics.NATS_RECONNECTS, on, service=service or "")
+        self._pending = metrics.child(metrics.NATS_PENDING, on, service=service or "")
+        self._sampling: asyncio.Task[None] | None = None
+        self._metrics_on = on
         self._servers = server_urls(url)
         self._name = name
         self._connect_timeout = connect_timeout
@@ -56,7 +66,16 @@ class NatsBus(Bus):
 
     async def connect(self) -> None:
         # The first connection is made in the background: the service starts (not ready) without NATS.
+        self._connected_gauge.set(0)
         self._first_connect = asyncio.create_task(self._connect_until_up(), name="nats-first-connect")
+        if self._metrics_on:
+            self._sampling = asyncio.create_task(self._sample_pending(), name="nats-pending-sample")
+
+    async def _sample_pending(self) -> None:
+        while True:
+            nc = self._nc
+            self._pending.set(nc.pending_data_size if nc is not None else 0)
+            await asyncio.sleep(PENDING_SAMPLE_INTERVAL)
 
     async def _connect_until_up(self) -> None:
         attempt = 0
@@ -88,18 +107,41 @@ class NatsBus(Bus):
             return
 
     async def disconnect(self) -> None:
+        if self._sampling is not None:
+            self._sampling.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sampling
+            self._sampling = None
         if self._first_connect is not None and not self._first_connect.done():
             self._first_connect.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._first_connect
         nc, self._nc = self._nc, None
         if nc is not None and not nc.is_closed:
-            try:
-                await asyncio.wait_for(nc.drain(), timeout=self._connect_timeout + 1)
-            except Exception as exc:
-                logger.warning("NATS drain did not finish cleanly: %s", exc)
-                await nc.close()
+            if nc.is_connected:
+                try:
+                    await asyncio.wait_for(nc.drain(), timeout=self._connect_timeout + 1)
+                except Exception as exc:
+                    logger.warning("NATS drain did not finish cleanly: %s", exc)
+            if not nc.is_closed:
+                await self._close_unconnected(nc)
         self._set_ready(False)
+
+    async def _close_unconnected(self, nc: Client) -> None:
+        """Close a client that is not connected (NATS is away: reconnecting) without a traceback.
+
+        nats-py's ``close()`` writes what it buffered while reconnecting to the transport it lost, which
+        raises ``RuntimeError`` (the handler is closed); that buffer can never be sent now, so it is
+        dropped first (nats-py has no public call for it)."""
+        pending = nc.pending_data_size
+        if not nc.is_connected and pending:
+            logger.info("NATS not connected at shutdown: %d unsent bytes dropped", pending)
+            nc._pending = []
+            nc._pending_data_size = 0
+        try:
+            await asyncio.wait_for(nc.close(), timeout=self._connect_timeout + 1)
+        except Exception as exc:  # closing is best effort: the process is going away
+            logger.info("NATS connection closed uncleanly (%s: %s)", type(exc).__name__, exc)
 
     async def publish(self, subject: str, payload: bytes) -> None:
         nc = self._nc
@@ -220,6 +262,7 @@ class NatsBus(Bus):
     def _set_ready(self, ready: bool) -> None:
         if ready != self._ready:
             self._ready = ready
+            self._connected_gauge.set(1 if ready else 0)
             self._ready_changed(ready)
 
     async def _on_error(self, exc: Exception) -> None:
@@ -234,6 +277,7 @@ class NatsBus(Bus):
         nc = self._nc
         url = nc.connected_url.netloc if nc is not None and nc.connected_url else "?"
         logger.info("NATS reconnected to %s; subscriptions restored", url)
+        self._reconnects.inc()
         self._set_ready(True)
 
     async def _on_closed(self) -> None:
