@@ -12,10 +12,10 @@ export UV_LINK_MODE ?= copy
 # Trust the system certificate store (a corporate or sandbox TLS proxy); older uv reads UV_NATIVE_TLS.
 export UV_SYSTEM_CERTS ?= 1
 export UV_NATIVE_TLS ?= 1
-MEMBERS := libs/realtime services/echo services/rooms services/stats gateway
+MEMBERS := libs/realtime services/echo services/rooms services/stats gateway clients/python
 MANIFESTS := pyproject.toml uv.lock $(foreach m,$(MEMBERS) tools/devstack,$(m)/pyproject.toml)
 
-.PHONY: help install run test lint unit system bench clean
+.PHONY: help install run test lint unit system bench clean asyncapi
 
 help:
 	@echo "make run    start the whole stack (PORT=8000, SCALE=\"rooms=2 stats=2\")"
