@@ -45,7 +45,25 @@ unit: install
 system: install
 	$(VENV)/bin/pytest tests
 
-test: lint unit system
+# The AsyncAPI document (docs/asyncapi.yaml), validated by the official CLI pinned in tools/asyncapi
+# (npm ci from its lock, reinstalled only when the lock changes). No traffic leaves the machine: the
+# CLI's analytics are off (its config file, written here, says so, and CI=true), the update check is
+# skipped, and HOME points inside .stack so nothing is written to the user's home.
+ASYNCAPI_DIR := tools/asyncapi
+ASYNCAPI_HOME := $(CURDIR)/.stack/asyncapi-home
+ASYNCAPI_ENV := HOME=$(ASYNCAPI_HOME) ASYNCAPI_METRICS_CONFIG_PATH=$(ASYNCAPI_HOME)/.asyncapi-analytics \
+	CI=true ASYNCAPI_SKIP_NEW_VERSION_CHECK=true
+
+$(ASYNCAPI_DIR)/node_modules/.installed: $(ASYNCAPI_DIR)/package.json $(ASYNCAPI_DIR)/package-lock.json
+	npm ci --prefix $(ASYNCAPI_DIR) --ignore-scripts --no-audit --no-fund --loglevel=error
+	@touch $@
+
+asyncapi: $(ASYNCAPI_DIR)/node_modules/.installed
+	@mkdir -p $(ASYNCAPI_HOME)
+	@echo '{"analyticsEnabled":"false","infoMessageShown":"true","userID":"none"}' > $(ASYNCAPI_HOME)/.asyncapi-analytics
+	$(ASYNCAPI_ENV) $(ASYNCAPI_DIR)/node_modules/.bin/asyncapi validate docs/asyncapi.yaml --fail-severity=warn
+
+test: lint asyncapi unit system
 
 bench: install
 	$(PY) -m bench
