@@ -122,6 +122,8 @@ class Room:
         self.connects = 0  # connection attempts
         self.closes: list[tuple[int, str]] = []
         self.duplicates = 0  # messages dropped because their seq was not new
+        self.welcomes = 0
+        self.resent = 0  # sends sent again after a reconnect
         self._since: int | None = None  # what the next connection asks for
         self._events: asyncio.Queue[object] = asyncio.Queue()
         self._pending: dict[str, tuple[str, asyncio.Future[int]]] = {}
@@ -183,12 +185,16 @@ class Room:
             yield item  # type: ignore[misc]
 
     # --- sending ---------------------------------------------------------------------------------
-    async def send(self, text: str) -> int:
+    async def send(self, text: str, *, id: str | None = None) -> int:
         """Send ``text``; returns its stored seq once acknowledged. Across reconnects it is sent again
-        with the same id until then. Raises ``RoomClosed`` if the room closes for good first."""
+        with the same id until then. Raises ``RoomClosed`` if the room closes for good first.
+        ``id`` (at most 128 printable characters, unique in the room for ROOM_DEDUP_WINDOW) defaults
+        to ``<client_id>-<n>``."""
         if self._error is not None:
             raise self._error
-        msg_id = f"{self.client_id}-{next(self._ids)}"
+        msg_id = id if id is not None else f"{self.client_id}-{next(self._ids)}"
+        if msg_id in self._pending:
+            raise ValueError(f"message id {msg_id!r} is already waiting for its ack")
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._pending[msg_id] = (text, future)
         try:
@@ -290,11 +296,13 @@ class Room:
             if self.on_gap is not None:
                 self.on_gap(gap)
             self._events.put_nowait(gap)
+        self.welcomes += 1
         self.backoff.reset()
         self._conn = conn
         self._joined.set()
         for msg_id, (text, _) in list(self._pending.items()):  # what may not have been stored
             await conn.send(_frame(text, msg_id))
+            self.resent += 1
 
     def _fail(self, error: Closed) -> None:
         self._error = error
