@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import realtime_client
 import yaml
 from devstack.stack import Stack
 from jsonschema import Draft7Validator
@@ -159,3 +160,15 @@ def test_a_schema_rejects_what_it_should() -> None:
     """The schemas have teeth: an unknown field or a missing seq fails."""
     assert list(validator("message").iter_errors({"type": "message", "text": "x"}))
     assert list(validator("ack").iter_errors({"type": "ack", "id": "1", "seq": 1, "extra": True}))
+
+
+def test_the_clients_follow_the_documents_close_table() -> None:
+    """realtime_client and /static/realtime.js carry their own copy of the table: the same split."""
+    table = close_table()
+    reconnect = {code for code, entry in table.items() if entry["client"] == "reconnect"}
+    assert set(realtime_client.RECONNECT) == reconnect
+    assert set(realtime_client.FINAL) | {1000} == set(table) - reconnect
+    js = (ROOT / "gateway/src/gateway/static/realtime.js").read_text()
+    block = re.search(r"RECONNECT_CODES = new Set\(\[(.*?)\]\)", js, re.S)
+    assert block is not None
+    assert {int(c) for c in re.findall(r"\b(\d{4}),", block.group(1))} == reconnect

@@ -12,19 +12,20 @@ from collections.abc import Callable, Iterator
 
 import pytest
 from devstack.stack import Stack, StackConfig
-from realtime_client import Forbidden, Message, Presence, Pulse, Room, RoomClosed
+from realtime_client import Backoff, Forbidden, Gap, Message, Presence, Pulse, Room, RoomClosed
 
 DEADLINE = 20.0
 PASSWORD = "client-secret-1"
 
 
-def make_stack() -> Stack:
+def make_stack(**env: str) -> Stack:
     return Stack(
         StackConfig.for_tests(
             "rooms=2",
             ROOM_PASSWORDS=json.dumps({"guarded": PASSWORD}),
             PULSE_INTERVAL="0.5",
             PRESENCE_INTERVAL="1",
+            **env,
         )
     )
 
@@ -171,3 +172,31 @@ async def test_pulse_yields_successive_ticks(stack: Stack) -> None:
             if len(ticks) == 3:
                 break
     assert ticks == sorted(set(ticks))
+
+
+async def test_a_resume_past_the_history_is_a_gap_then_live_again() -> None:
+    """The member's replica dies; while it is away more messages are stored than the room keeps; the
+    client comes back, is told ``recovered: false`` (a ``Gap``), and goes on with live messages."""
+    with make_stack(ROOM_HISTORY_SIZE="5") as stack:
+        replica = {r: f"ws://127.0.0.1:{stack.processes[r].port}" for r in ("rooms-1", "rooms-2")}
+        gaps: list[Gap] = []
+        away = Room(replica["rooms-1"], "gappy", backoff=Backoff(first=2.0, jitter=0.0), on_gap=gaps.append)
+        async with away, Room(replica["rooms-2"], "gappy") as talker:
+            first = await talker.send("before")
+            events = away.events()
+            async with asyncio.timeout(DEADLINE):
+                while not isinstance(e := await anext(events), Message):
+                    pass
+            assert e.seq == first
+            await asyncio.to_thread(stack.stop_process, "rooms-1", signal.SIGKILL)
+            for i in range(8):  # more than the room keeps, said while the member is away
+                await asyncio.wait_for(talker.send(f"away {i}"), DEADLINE)
+            await asyncio.to_thread(stack.start_process, "rooms-1")
+            async with asyncio.timeout(DEADLINE * 2):
+                while not isinstance(e := await anext(events), Gap):
+                    pass
+                assert e.since == first and gaps == [e] == away.gaps
+                live = await talker.send("live")
+                while not isinstance(e := await anext(events), Message) or e.text != "live":
+                    pass
+            assert e.seq == live
