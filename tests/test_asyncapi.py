@@ -145,7 +145,9 @@ async def test_a_real_members_event_validates(stack: Stack) -> None:
         assert members["count"] == 1
         assert_valid("members", members)
         await other.close()  # its replica is gone: this only ends the client side
-    await asyncio.to_thread(stack.start_process, "rooms-2")
+    # Started from this (the main) thread: a process started from a worker thread gets SIGTERM when that
+    # thread exits (devstack's PR_SET_PDEATHSIG follows the thread), i.e. when this test's loop closes.
+    stack.start_process("rooms-2")
     await asyncio.to_thread(stack.wait_ready, 30.0, ["rooms-2"])
 
 

@@ -39,7 +39,9 @@ def stack() -> Iterator[Stack]:
 
 @pytest.fixture
 def own_stack() -> Iterator[Stack]:
-    """A stack of the test's own, for a fault."""
+    """A stack of the test's own, for a fault. (A process the fault restarts from a worker thread gets
+    SIGTERM when that thread exits, at the end of the test's event loop: devstack's PR_SET_PDEATHSIG
+    follows the thread. So a restarted nats-server would not outlive the test that restarted it.)"""
     with make_stack() as running:
         yield running
 
