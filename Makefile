@@ -12,14 +12,14 @@ export UV_LINK_MODE ?= copy
 # Trust the system certificate store (a corporate or sandbox TLS proxy); older uv reads UV_NATIVE_TLS.
 export UV_SYSTEM_CERTS ?= 1
 export UV_NATIVE_TLS ?= 1
-MEMBERS := libs/realtime services/echo services/rooms services/stats gateway
+MEMBERS := libs/realtime services/echo services/rooms services/stats gateway clients/python
 # The browser test drives Debian's chromium; `make browser` installs it (root, apt-get), nothing else does.
 CHROMIUM := /usr/bin/chromium
 # For a recipe line that runs make again only sometimes: a literal $(MAKE) there would run under make -n.
 SUBMAKE = $(MAKE) --no-print-directory
 MANIFESTS := pyproject.toml uv.lock $(foreach m,$(MEMBERS) tools/devstack,$(m)/pyproject.toml)
 
-.PHONY: help install test-tools browser run test lint unit system bench smoke-podman clean
+.PHONY: help install test-tools browser run test lint unit system bench smoke-podman clean asyncapi
 
 help:
 	@echo "make run           start the whole stack on ws://127.0.0.1:8000 (PORT, SCALE: see README)"
@@ -75,7 +75,25 @@ system: install test-tools
 	fi; \
 	SKIP_BROWSER=$$skip $(VENV)/bin/pytest tests
 
-test: lint unit system
+# The AsyncAPI document (docs/asyncapi.yaml), validated by the official CLI pinned in tools/asyncapi
+# (npm ci from its lock, reinstalled only when the lock changes). No traffic leaves the machine: the
+# CLI's analytics are off (its config file, written here, says so, and CI=true), the update check is
+# skipped, and HOME points inside .stack so nothing is written to the user's home.
+ASYNCAPI_DIR := tools/asyncapi
+ASYNCAPI_HOME := $(CURDIR)/.stack/asyncapi-home
+ASYNCAPI_ENV := HOME=$(ASYNCAPI_HOME) ASYNCAPI_METRICS_CONFIG_PATH=$(ASYNCAPI_HOME)/.asyncapi-analytics \
+	CI=true ASYNCAPI_SKIP_NEW_VERSION_CHECK=true
+
+$(ASYNCAPI_DIR)/node_modules/.installed: $(ASYNCAPI_DIR)/package.json $(ASYNCAPI_DIR)/package-lock.json
+	npm ci --prefix $(ASYNCAPI_DIR) --ignore-scripts --no-audit --no-fund --loglevel=error
+	@touch $@
+
+asyncapi: $(ASYNCAPI_DIR)/node_modules/.installed
+	@mkdir -p $(ASYNCAPI_HOME)
+	@echo '{"analyticsEnabled":"false","infoMessageShown":"true","userID":"none"}' > $(ASYNCAPI_HOME)/.asyncapi-analytics
+	$(ASYNCAPI_ENV) $(ASYNCAPI_DIR)/node_modules/.bin/asyncapi validate docs/asyncapi.yaml --fail-severity=warn
+
+test: lint asyncapi unit system
 
 bench: install
 	$(PY) -m bench

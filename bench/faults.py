@@ -1,8 +1,9 @@
 """``python -m bench faults``: the rooms' delivery promise under faults, measured, not just asserted.
 
-For each fault a fresh stack (2 rooms replicas, the gateway, a real nats-server), 2 JSON senders at
-20 messages/s each that resend what is unacknowledged after any close, 4 JSON members that resume with
-``since`` after any close (the same traffic as tests/test_rooms_delivery.py, from tests/support/rooms.py).
+For each fault a fresh stack (2 rooms replicas, the gateway, a real nats-server), 2 senders at
+20 messages/s each that resend what is unacknowledged after any close, 4 members that resume with
+``since`` after any close, all of them the Python client ``realtime_client.Room`` (the same traffic as
+tests/test_rooms_delivery.py, from tests/support/rooms.py).
 Per fault: messages acknowledged, lost and duplicated per member, the longest pause between two
 deliveries to one member, how long the fault action took (NATS down 1 s and back; a gateway stop and
 start; two replica restarts one after the other), and the time from its end until messages flow again

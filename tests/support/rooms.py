@@ -1,43 +1,32 @@
 """Room traffic that checks the delivery promise: used by the rooms system tests and ``bench faults``.
 
-- ``Sender``: a JSON client sending numbered messages ``{"text", "id"}`` at a steady rate; it keeps
-  each one until it is acknowledged and, after any close, reconnects and resends what is unacknowledged
-  (the id makes a resend safe: it is stored once).
-- ``Listener``: a JSON member that records every message (seq, id, when) and, after any close with a
-  reconnect code, comes back with ``since=<last seq>&epoch=<epoch>``.
+Both sides are the Python client (``realtime_client.Room``), which resends and resumes by itself:
+- ``Sender``: sends numbered messages (text and id ``<name>-<n>``) at a steady rate, each one kept
+  until acknowledged and sent again with the same id after any reconnect (stored once).
+- ``Listener``: a member that records every message (seq, id, when); after any close with a reconnect
+  code the client comes back with ``since=<last seq>&epoch=<epoch>``. A message the server sends again
+  (a seq not above the last) is dropped by the client and counted here as out of order.
 - ``check``: every acknowledged message reached every member exactly once, in seq order.
 
-Everything is bounded: connects and reads have deadlines, reconnects back off, ``stop()`` ends them.
+Everything is bounded: joins and acks have deadlines, reconnects back off, ``stop()`` ends them.
 """
 
 import asyncio
 import contextlib
-import json
 import signal
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from devstack.stack import Stack
-from realtime.close_codes import FINAL
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+from realtime_client import Backoff, Room, RoomClosed
 
 CONNECT_DEADLINE = 5.0
-RECONNECT_WAIT = 0.1
 SENDERS, LISTENERS, RATE = 2, 4, 20.0  # 40 messages a second into one room, 4 members hear them all
 
 
-async def _open(url: str) -> ClientConnection:
-    return await asyncio.wait_for(
-        connect(url, compression=None, open_timeout=CONNECT_DEADLINE), CONNECT_DEADLINE
-    )
-
-
-def _close_code(conn: ClientConnection | None) -> int:
-    if conn is None or conn.protocol.close_rcvd is None:
-        return 1006
-    return conn.protocol.close_rcvd.code
+def _backoff() -> Backoff:
+    return Backoff(first=0.1, limit=1.0)  # faults here are short: come back quickly
 
 
 @dataclass
@@ -47,64 +36,41 @@ class Sender:
     name: str
     rate: float  # messages a second
     acked: dict[str, int] = field(default_factory=dict)  # id -> seq
-    unacked: dict[str, str] = field(default_factory=dict)  # id -> text, in send order
     sent: int = 0
     resent: int = 0
     closes: list[int] = field(default_factory=list)
+    unacked: int = 0  # still waiting when it stopped
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
 
     def stop(self) -> None:
         self._stop.set()
 
-    async def run(self) -> None:
-        while not self._stop.is_set():
-            conn = None
-            try:
-                conn = await _open(f"{self.base}/ws/{self.room}?format=json")
-                await self._session(conn)
-            except (ConnectionClosed, OSError, TimeoutError, InvalidHandshake, InvalidStatus):
-                pass
-            finally:
-                if conn is not None and not self._stop.is_set():
-                    self.closes.append(_close_code(conn))
-                    with contextlib.suppress(Exception):
-                        await conn.close()
-            if self._stop.is_set():
-                return
-            await asyncio.sleep(RECONNECT_WAIT)
+    async def _one(self, room: Room, msg_id: str) -> None:
+        with contextlib.suppress(RoomClosed, asyncio.CancelledError):
+            self.acked[msg_id] = await room.send(msg_id, id=msg_id)
 
-    async def _session(self, conn: ClientConnection) -> None:
-        reader = asyncio.create_task(self._read(conn))
-        try:
-            for msg_id, text in list(self.unacked.items()):  # what may not have been stored
-                await conn.send(json.dumps({"text": text, "id": msg_id}))
-                self.resent += 1
+    async def run(self) -> None:
+        room = Room(
+            self.base, self.room, client_id=self.name, backoff=_backoff(), open_timeout=CONNECT_DEADLINE
+        )
+        async with room:
+            sends: list[asyncio.Task[None]] = []
             next_at = time.monotonic()
-            while not self._stop.is_set() and not reader.done():
+            while not self._stop.is_set():
                 next_at += 1.0 / self.rate
                 msg_id = f"{self.name}-{self.sent}"
-                self.unacked[msg_id] = msg_id
                 self.sent += 1
-                await conn.send(json.dumps({"text": msg_id, "id": msg_id}))
+                sends.append(asyncio.create_task(self._one(room, msg_id)))
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stop.wait(), max(0.0, next_at - time.monotonic()))
-            if reader.done():
-                reader.result()
             # stopped: wait (bounded) for the last acks before leaving
-            async with asyncio.timeout(CONNECT_DEADLINE):
-                while self.unacked and not reader.done():
-                    await asyncio.sleep(0.02)
-        finally:
-            reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError, ConnectionClosed):
-                await reader
-
-    async def _read(self, conn: ClientConnection) -> None:
-        async for raw in conn:
-            event = json.loads(raw)
-            if event.get("type") == "ack":
-                self.unacked.pop(event["id"], None)
-                self.acked.setdefault(event["id"], event["seq"])
+            if sends:
+                await asyncio.wait(sends, timeout=CONNECT_DEADLINE)
+            self.unacked = room.unacknowledged
+            self.resent = room.resent
+            self.closes = [code for code, _ in room.closes]
+            for task in sends:
+                task.cancel()
 
 
 @dataclass
@@ -118,70 +84,35 @@ class Listener:
     not_recovered: int = 0
     welcomes: int = 0
     closes: list[int] = field(default_factory=list)
-    start_seq: int | None = None  # the welcome seq of the first connection: everything after it
-    epoch: str | None = None
     joined: asyncio.Event = field(default_factory=asyncio.Event)
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
 
     def stop(self) -> None:
         self._stop.set()
 
-    @property
-    def last(self) -> int | None:
-        return self.seqs[-1] if self.seqs else self.start_seq
-
     async def run(self) -> None:
-        while not self._stop.is_set():
-            query = "format=json"
-            if self.last is not None:
-                query += f"&since={self.last}&epoch={self.epoch}"
-            conn = None
-            try:
-                conn = await _open(f"{self.base}/ws/{self.room}?{query}")
-                reading = asyncio.create_task(self._read(conn))
+        room = Room(self.base, self.room, backoff=_backoff(), open_timeout=CONNECT_DEADLINE)
+        try:
+            async with room:
+                self.joined.set()
+                reading = asyncio.create_task(self._read(room))
                 stopping = asyncio.create_task(self._stop.wait())
                 await asyncio.wait({reading, stopping}, return_when=asyncio.FIRST_COMPLETED)
                 stopping.cancel()
-                if reading.done():
-                    reading.result()
-                else:
-                    reading.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await reading
-                    return
-            except (ConnectionClosed, OSError, TimeoutError, InvalidHandshake, InvalidStatus):
-                pass
-            finally:
-                if conn is not None:
-                    if not self._stop.is_set():  # the server (or the gateway) ended it
-                        self.closes.append(_close_code(conn))
-                    with contextlib.suppress(Exception):
-                        await conn.close()
-            if conn is not None and _close_code(conn) in FINAL:
-                return  # 4003, 4004, 1008, 1009: coming back would not help
-            await asyncio.sleep(RECONNECT_WAIT)
+                reading.cancel()
+                with contextlib.suppress(asyncio.CancelledError, RoomClosed):
+                    await reading  # a final close (4003, 1008, ...) ends it: coming back would not help
+        finally:
+            self.out_of_order = room.duplicates
+            self.not_recovered = len(room.gaps)
+            self.welcomes = room.welcomes
+            self.closes = [code for code, _ in room.closes]
 
-    async def _read(self, conn: ClientConnection) -> None:
-        async for raw in conn:
-            event = json.loads(raw)
-            kind = event.get("type")
-            if kind == "welcome":
-                self.welcomes += 1
-                if event.get("recovered") is False:
-                    self.not_recovered += 1
-                if self.start_seq is None:
-                    self.start_seq = event["seq"]
-                self.epoch = event["epoch"]
-                self.joined.set()
-            elif kind == "message":
-                seq = event["seq"]
-                last = self.last
-                if last is not None and seq <= last:
-                    self.out_of_order += 1
-                    continue
-                self.seqs.append(seq)
-                self.ids.append(event.get("id") or "")
-                self.times.append(time.monotonic())
+    async def _read(self, room: Room) -> None:
+        async for message in room:
+            self.seqs.append(message.seq)
+            self.ids.append(message.id or "")
+            self.times.append(time.monotonic())
 
 
 @dataclass

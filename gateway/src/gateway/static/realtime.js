@@ -105,11 +105,16 @@ export class Connection {
     const ws = new WebSocket(wsUrl(this.path()));
     this.ws = ws;
     ws.onopen = () => {
-      this.attempt = 0;
       this.onState("live", "live");
       this.onOpen();
     };
-    ws.onmessage = (event) => this.onMessage(event.data);
+    ws.onmessage = (event) => {
+      // The backoff starts over once the server has said something (a room's welcome, a pulse), not at
+      // the upgrade: a server that accepts and closes at once (1013 "messaging unavailable" at join,
+      // "no upstream available") must still see the delay grow.
+      this.attempt = 0;
+      this.onMessage(event.data);
+    };
     ws.onerror = () => {}; // the close event that follows says what happened
     ws.onclose = (event) => {
       if (ws !== this.ws) return;

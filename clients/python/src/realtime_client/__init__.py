@@ -1,0 +1,32 @@
+"""realtime_client: a small Python client for the platform (rooms and the stats pulse).
+
+    async with Room("ws://127.0.0.1:8000", "lobby", password="...") as room:
+        seq = await room.send("hello")        # the stored seq, once acknowledged
+        async for message in room:            # every message once, in seq order, across reconnects
+            print(message.seq, message.sender, message.text)
+
+    async for pulse in Pulse("ws://127.0.0.1:8000"):
+        print(pulse["tick"], pulse["cpu"])
+
+It depends only on ``websockets``; the close-code table (reconnect or final) is its own copy of the
+protocol's (docs/asyncapi.yaml, ``x-close-codes``).
+"""
+
+from realtime_client.closes import FINAL, RECONNECT, Backoff, Closed, Forbidden, RoomClosed
+from realtime_client.pulse import Pulse
+from realtime_client.room import Gap, Message, Presence, Room, Welcome
+
+__all__ = [
+    "FINAL",
+    "RECONNECT",
+    "Backoff",
+    "Closed",
+    "Forbidden",
+    "Gap",
+    "Message",
+    "Presence",
+    "Pulse",
+    "Room",
+    "RoomClosed",
+    "Welcome",
+]

@@ -1,0 +1,58 @@
+"""The close-code table a client follows, the errors a final close raises, and the reconnect backoff."""
+
+import random
+from dataclasses import dataclass, field
+
+# Trying again can help (a deploy, a crash, a drop, overload, a slow-consumer cut-off, NATS away).
+RECONNECT = frozenset({1001, 1005, 1006, 1011, 1012, 1013})
+# Trying again cannot help: the README's "final" codes. Any code in neither set (1000 from the server,
+# an unknown one) is final too: the server meant to end the session.
+FINAL = frozenset({1008, 1009, 4003, 4004})
+FORBIDDEN = 4003
+ABNORMAL = 1006  # no close frame: the connection dropped
+
+
+class Closed(Exception):
+    """The server ended the session with a final close code; the client will not come back."""
+
+    def __init__(self, code: int, reason: str = "") -> None:
+        super().__init__(f"closed with {code}" + (f" {reason!r}" if reason else ""))
+        self.code = code
+        self.reason = reason
+
+
+class RoomClosed(Closed):
+    """A room's session ended for good (1008 invalid room id or rate limit, 1009, 4004, ...)."""
+
+
+class Forbidden(RoomClosed):
+    """4003: wrong or missing room password (or too many recent failures). Never retried."""
+
+
+def closed_error(code: int, reason: str, room: bool = True) -> Closed:
+    if code == FORBIDDEN:
+        return Forbidden(code, reason)
+    return RoomClosed(code, reason) if room else Closed(code, reason)
+
+
+def should_reconnect(code: int) -> bool:
+    return code in RECONNECT
+
+
+@dataclass
+class Backoff:
+    """Exponential backoff with jitter: ``first`` doubling to ``limit`` seconds, each delay scaled by a
+    random factor in [1 - jitter, 1 + jitter]. ``reset()`` after a session that got going."""
+
+    first: float = 0.5
+    limit: float = 10.0
+    jitter: float = 0.25
+    attempt: int = field(default=0, init=False)
+
+    def next(self) -> float:
+        delay = min(self.limit, self.first * 2**self.attempt)
+        self.attempt += 1
+        return delay * random.uniform(1 - self.jitter, 1 + self.jitter)
+
+    def reset(self) -> None:
+        self.attempt = 0

@@ -1,0 +1,316 @@
+"""``Room``: one member of a chat room that resumes by itself.
+
+The session is a background task: it connects with ``?format=json`` (plus ``since``/``epoch`` once it
+has seen the room), reads every frame, and after a close the table calls "reconnect" comes back with a
+jittered exponential backoff. Messages reach the iterator once each, in ``seq`` order: a message whose
+seq is not above the last one delivered is dropped. When a resume cannot be complete (the welcome says
+``recovered: false``), a ``Gap`` is recorded in ``room.gaps``, passed to ``on_gap`` and yielded by
+``room.events()``. Sends carry an id (``<client id>-<n>``) and are sent again with the same id after each
+reconnect until acknowledged; the server stores an id once, so ``send()`` returns the one stored seq.
+A final close (4003, 4004, 1008, 1009, ...) ends the session: the iterator, ``send()`` and entering the
+``async with`` raise ``Forbidden``/``RoomClosed`` with the code and reason, and nothing is retried.
+"""
+
+import asyncio
+import contextlib
+import itertools
+import json
+import secrets
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+from urllib.parse import quote, urlencode
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+
+from realtime_client.closes import ABNORMAL, Backoff, Closed, closed_error, should_reconnect
+
+
+@dataclass(frozen=True)
+class Message:
+    """One stored message, as every member sees it."""
+
+    seq: int
+    text: str
+    sender: str
+    ts: float
+    id: str | None  # the sender's message id, when it gave one
+    room: str
+    data: dict[str, Any] = field(repr=False)  # the whole envelope (origin, and user/name with tokens)
+
+
+@dataclass(frozen=True)
+class Presence:
+    """``join``, ``leave`` (``member`` set) or ``members``; ``count`` is the room's total."""
+
+    type: str
+    count: int
+    member: str | None
+    room: str
+    data: dict[str, Any] = field(repr=False)
+
+
+@dataclass(frozen=True)
+class Gap:
+    """A resume could not be complete: messages after ``since`` may be missing (the history no longer
+    reaches back, or it was recreated: then ``epoch`` is new and seqs start again)."""
+
+    since: int | None
+    seq: int  # the room's newest stored seq when the client came back
+    epoch: str
+
+
+@dataclass(frozen=True)
+class Welcome:
+    you: str
+    count: int
+    seq: int
+    epoch: str
+    recovered: bool | None
+    data: dict[str, Any] = field(repr=False)
+
+
+Event = Message | Presence | Gap
+_END = object()
+
+
+class Room:
+    """``async with Room(url, room) as room: async for message in room: ...``
+
+    ``url`` is the gateway's base (``ws://host:port``). ``token`` is sent as the ``token`` query parameter
+    (identity), ``password`` as ``pass``; ``history=N`` asks for the last N messages before live ones.
+    Use either ``async for message in room`` (messages only) or ``async for event in room.events()``
+    (messages, presence and gaps), not both at once: they read the same queue.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        room: str,
+        *,
+        token: str | None = None,
+        password: str | None = None,
+        history: int = 0,
+        client_id: str | None = None,
+        backoff: Backoff | None = None,
+        open_timeout: float = 10.0,
+        join_timeout: float | None = 30.0,
+        on_gap: Callable[[Gap], None] | None = None,
+    ) -> None:
+        if not url.startswith(("ws://", "wss://")):
+            raise ValueError("url must start with ws:// or wss://")
+        self.url = url.rstrip("/")
+        self.room = room
+        self.token = token
+        self.password = password
+        self.history = history
+        self.client_id = client_id or secrets.token_hex(6)
+        self.backoff = backoff or Backoff()
+        self.open_timeout = open_timeout
+        self.join_timeout = join_timeout
+        self.on_gap = on_gap
+        # what the client knows of the room
+        self.you: str | None = None
+        self.count = 0
+        self.epoch: str | None = None
+        self.last_seq: int | None = None  # the last message seq delivered (in this epoch)
+        self.welcome: Welcome | None = None
+        self.gaps: list[Gap] = []
+        # what happened to the connection, for callers and tests
+        self.connects = 0  # connection attempts
+        self.closes: list[tuple[int, str]] = []
+        self.duplicates = 0  # messages dropped because their seq was not new
+        self.welcomes = 0
+        self.resent = 0  # sends sent again after a reconnect
+        self._since: int | None = None  # what the next connection asks for
+        self._events: asyncio.Queue[object] = asyncio.Queue()
+        self._pending: dict[str, tuple[str, asyncio.Future[int]]] = {}
+        self._ids = itertools.count()
+        self._conn: ClientConnection | None = None  # set while welcomed
+        self._joined = asyncio.Event()
+        self._error: Closed | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    # --- the context manager ---------------------------------------------------------------------
+    async def __aenter__(self) -> "Room":
+        self._task = asyncio.create_task(self._run(), name=f"room-{self.room}")
+        joined = asyncio.create_task(self._joined.wait())
+        try:
+            await asyncio.wait({joined, self._task}, timeout=self.join_timeout, return_when="FIRST_COMPLETED")
+        finally:
+            joined.cancel()
+        if self._error is not None:
+            raise self._error
+        if not self._joined.is_set():
+            await self.close()
+            raise TimeoutError(f"could not join {self.room!r} within {self.join_timeout} s")
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Leave the room; pending sends are cancelled and the iterators end."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        for _, future in self._pending.values():
+            future.cancel()
+        self._events.put_nowait(_END)
+
+    # --- reading ---------------------------------------------------------------------------------
+    def __aiter__(self) -> AsyncIterator[Message]:
+        return self._messages()
+
+    async def _messages(self) -> AsyncIterator[Message]:
+        async for event in self.events():
+            if isinstance(event, Message):
+                yield event
+
+    async def events(self) -> AsyncIterator[Event]:
+        """Every message, presence event and gap, in the order the client learnt of them."""
+        while True:
+            item = await self._events.get()
+            if item is _END:
+                return
+            if isinstance(item, Closed):
+                self._events.put_nowait(item)  # every later reader sees it too
+                raise item
+            yield item  # type: ignore[misc]
+
+    # --- sending ---------------------------------------------------------------------------------
+    async def send(self, text: str, *, id: str | None = None) -> int:
+        """Send ``text``; returns its stored seq once acknowledged. Across reconnects it is sent again
+        with the same id until then. Raises ``RoomClosed`` if the room closes for good first.
+        ``id`` (at most 128 printable characters, unique in the room for ROOM_DEDUP_WINDOW) defaults
+        to ``<client_id>-<n>``."""
+        if self._error is not None:
+            raise self._error
+        msg_id = id if id is not None else f"{self.client_id}-{next(self._ids)}"
+        if msg_id in self._pending:
+            raise ValueError(f"message id {msg_id!r} is already waiting for its ack")
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._pending[msg_id] = (text, future)
+        try:
+            conn = self._conn
+            if conn is not None:
+                with contextlib.suppress(ConnectionClosed):
+                    await conn.send(_frame(text, msg_id))
+            return await future
+        finally:
+            self._pending.pop(msg_id, None)
+
+    @property
+    def unacknowledged(self) -> int:
+        return len(self._pending)
+
+    # --- the session -----------------------------------------------------------------------------
+    def _target(self) -> str:
+        params = [("format", "json")]
+        if self._since is not None and self.epoch is not None:
+            params += [("since", str(self._since)), ("epoch", self.epoch)]
+        if self.history:
+            params.append(("history", str(self.history)))
+        if self.password is not None:
+            params.append(("pass", self.password))
+        if self.token is not None:
+            params.append(("token", self.token))
+        return f"{self.url}/ws/{quote(self.room, safe='')}?{urlencode(params)}"
+
+    async def _run(self) -> None:
+        while True:
+            code, reason = await self._session()
+            self.closes.append((code, reason))
+            if not should_reconnect(code):
+                self._fail(closed_error(code, reason))
+                return
+            await asyncio.sleep(self.backoff.next())
+
+    async def _session(self) -> tuple[int, str]:
+        asked = self._since if self.epoch is not None else None
+        self.connects += 1
+        try:
+            conn = await connect(self._target(), compression=None, open_timeout=self.open_timeout)
+        except InvalidStatus as exc:  # refused before the upgrade: a browser would see 1006
+            return ABNORMAL, f"HTTP {exc.response.status_code}"
+        except (OSError, TimeoutError, InvalidHandshake) as exc:
+            return ABNORMAL, str(exc)
+        try:
+            async for raw in conn:
+                if isinstance(raw, str):
+                    await self._handle(conn, json.loads(raw), asked)
+        except ConnectionClosed:
+            pass
+        finally:
+            self._conn = None
+            self._joined.clear()
+            await conn.close()
+        rcvd = conn.protocol.close_rcvd
+        if rcvd is None:
+            return ABNORMAL, ""
+        return rcvd.code, rcvd.reason
+
+    async def _handle(self, conn: ClientConnection, event: dict[str, Any], asked: int | None) -> None:
+        kind = event.get("type")
+        if kind == "message":
+            seq = event["seq"]
+            if self.last_seq is not None and seq <= self.last_seq:
+                self.duplicates += 1
+                return
+            self.last_seq = self._since = seq
+            message = Message(
+                seq, event["text"], event["sender"], event["ts"], event.get("id"), event["room"], event
+            )
+            self._events.put_nowait(message)
+        elif kind == "ack":
+            pending = self._pending.get(event["id"])
+            if pending is not None and not pending[1].done():
+                pending[1].set_result(event["seq"])
+        elif kind in ("join", "leave", "members"):
+            self.count = event["count"]
+            self._events.put_nowait(Presence(kind, event["count"], event.get("member"), event["room"], event))
+        elif kind == "welcome":
+            await self._welcomed(conn, event, asked)
+
+    async def _welcomed(self, conn: ClientConnection, event: dict[str, Any], asked: int | None) -> None:
+        epoch = event["epoch"]
+        if self.epoch is not None and epoch != self.epoch:  # the history was recreated: seqs start over
+            self.last_seq = None
+            self._since = None
+        self.epoch = epoch
+        if self._since is None:
+            self._since = event["seq"]  # nothing seen yet: a resume starts after what the room had
+        self.you, self.count = event["you"], event["count"]
+        self.welcome = Welcome(
+            event["you"], event["count"], event["seq"], epoch, event.get("recovered"), event
+        )
+        if event.get("recovered") is False:
+            gap = Gap(asked, event["seq"], epoch)
+            self.gaps.append(gap)
+            if self.on_gap is not None:
+                self.on_gap(gap)
+            self._events.put_nowait(gap)
+        self.welcomes += 1
+        self.backoff.reset()
+        self._conn = conn
+        self._joined.set()
+        for msg_id, (text, _) in list(self._pending.items()):  # what may not have been stored
+            await conn.send(_frame(text, msg_id))
+            self.resent += 1
+
+    def _fail(self, error: Closed) -> None:
+        self._error = error
+        for _, future in self._pending.values():
+            if not future.done():
+                future.set_exception(error)
+        self._events.put_nowait(error)
+
+
+def _frame(text: str, msg_id: str) -> str:
+    return json.dumps({"text": text, "id": msg_id}, ensure_ascii=False)

@@ -1,0 +1,176 @@
+"""docs/asyncapi.yaml against the code and the running stack (`make asyncapi` validates the document
+itself with the official CLI).
+
+- every envelope type rooms send to clients, and every close code the services and the gateway use,
+  is in the document, with the same reconnect/final split as ``realtime.close_codes``;
+- real frames captured from the stack validate against the document's schemas.
+"""
+
+import asyncio
+import json
+import re
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import realtime_client
+import yaml
+from devstack.stack import Stack
+from jsonschema import Draft7Validator
+from realtime.close_codes import FINAL, RECONNECT, CloseCode
+from referencing import Registry, Resource
+from referencing.jsonschema import DRAFT7
+from rooms_service import envelopes
+
+from tests.conftest import make_stack, recv, ws
+
+ROOT = Path(__file__).parent.parent
+DOC = yaml.safe_load((ROOT / "docs" / "asyncapi.yaml").read_text())
+# Internal only: a replica's heartbeat on NATS, never forwarded to a client as such.
+INTERNAL_TYPES = {envelopes.COUNT}
+
+
+def close_table() -> dict[int, dict[str, Any]]:
+    return {entry["code"]: entry for entry in DOC["x-close-codes"]}
+
+
+def validator(schema: str) -> Draft7Validator:
+    registry = Registry().with_resource(
+        "urn:asyncapi", Resource.from_contents(DOC, default_specification=DRAFT7)
+    )
+    return Draft7Validator({"$ref": f"urn:asyncapi#/components/schemas/{schema}"}, registry=registry)
+
+
+def assert_valid(schema: str, frame: dict[str, Any]) -> None:
+    errors = [e.message for e in validator(schema).iter_errors(frame)]
+    assert not errors, (schema, frame, errors)
+
+
+def codes_in_use() -> set[CloseCode]:
+    """Every ``CloseCode.X`` the services, the gateway and the shared package name in their source."""
+    used = set()
+    for folder in ("services", "gateway/src", "libs/realtime/src"):
+        for path in (ROOT / folder).rglob("*.py"):
+            if "/tests/" in str(path):
+                continue
+            used |= {CloseCode[name] for name in re.findall(r"CloseCode\.([A-Z_]+)", path.read_text())}
+    return used
+
+
+def test_every_envelope_type_rooms_send_is_described() -> None:
+    types = {
+        value
+        for name, value in vars(envelopes).items()
+        if name.isupper() and isinstance(value, str) and value not in INTERNAL_TYPES
+    }
+    assert types == {"message", "join", "leave", "welcome", "members", "ack"}
+    schemas = DOC["components"]["schemas"]
+    described = {
+        s["properties"]["type"]["const"] for s in schemas.values() if "type" in s.get("properties", {})
+    }
+    assert types <= described
+    room_messages = DOC["channels"]["room"]["messages"]
+    assert types <= set(room_messages)
+
+
+def test_every_close_code_in_use_is_described_with_the_same_reconnect_split() -> None:
+    table = close_table()
+    used = codes_in_use()
+    assert CloseCode.FORBIDDEN in used and CloseCode.TRY_AGAIN_LATER in used  # the scan works
+    assert {int(c) for c in used | RECONNECT | FINAL} <= set(table)
+    for code in RECONNECT:
+        assert table[code]["client"] == "reconnect", code
+    for code in FINAL:
+        assert table[code]["client"] == "final", code
+    for code, entry in table.items():
+        assert entry["name"] == CloseCode(code).name
+
+
+def test_the_query_parameters_are_described() -> None:
+    query = DOC["channels"]["room"]["bindings"]["ws"]["query"]["properties"]
+    assert set(query) == {"format", "pass", "since", "epoch", "history", "token"}
+
+
+# --- real frames from the running stack ------------------------------------------------------------
+@pytest.fixture(scope="module")
+def stack() -> Iterator[Stack]:
+    with make_stack("rooms=2", PULSE_INTERVAL="0.5", PRESENCE_INTERVAL="0.5") as running:
+        yield running
+
+
+async def next_of(conn: Any, kind: str) -> dict[str, Any]:
+    while True:
+        event = json.loads(await recv(conn))
+        if event["type"] == kind:
+            return event
+
+
+async def test_real_room_frames_validate(stack: Stack) -> None:
+    room = f"{stack.gateway_url}/ws/asyncapi"
+    async with await ws(f"{room}?format=json") as one:
+        welcome = await next_of(one, "welcome")
+        assert_valid("welcome", welcome)
+        async with await ws(f"{room}?format=json") as two:
+            assert_valid("welcome", await next_of(two, "welcome"))
+            assert_valid("join", await next_of(one, "join"))
+            send = {"text": "hello", "id": "asyncapi-1"}
+            assert_valid("send", send)
+            await two.send(json.dumps(send))
+            assert_valid("ack", await next_of(two, "ack"))
+            message = await next_of(one, "message")
+            assert message["text"] == "hello"
+            assert_valid("message", message)
+        assert_valid("leave", await next_of(one, "leave"))
+        async with await ws(f"{room}?format=json&since={message['seq']}&epoch={welcome['epoch']}") as back:
+            resumed = await next_of(back, "welcome")
+            assert resumed["recovered"] is True
+            assert_valid("welcome", resumed)
+
+
+async def test_a_real_members_event_validates(stack: Stack) -> None:
+    """Two JSON members on two replicas; one replica dies (SIGKILL, no leave is ever sent), so the other
+    member's total changes without a join or leave: a ``members`` event."""
+    one, two = (
+        f"ws://127.0.0.1:{stack.processes[r].port}/ws/census?format=json" for r in ("rooms-1", "rooms-2")
+    )
+    async with await ws(one) as here:
+        await next_of(here, "welcome")
+        other = await ws(two)
+        await next_of(other, "welcome")
+        assert (await next_of(here, "join"))["count"] == 2
+        await asyncio.to_thread(stack.stop_process, "rooms-2", signal.SIGKILL)
+        members = await next_of(here, "members")
+        assert members["count"] == 1
+        assert_valid("members", members)
+        await other.close()  # its replica is gone: this only ends the client side
+    # Started from this (the main) thread: a process started from a worker thread gets SIGTERM when that
+    # thread exits (devstack's PR_SET_PDEATHSIG follows the thread), i.e. when this test's loop closes.
+    stack.start_process("rooms-2")
+    await asyncio.to_thread(stack.wait_ready, 30.0, ["rooms-2"])
+
+
+async def test_a_real_pulse_validates(stack: Stack) -> None:
+    async with await ws(f"{stack.gateway_url}/stats") as conn:
+        async with asyncio.timeout(30):
+            pulse = json.loads(await conn.recv())
+        assert_valid("pulse", pulse)
+
+
+def test_a_schema_rejects_what_it_should() -> None:
+    """The schemas have teeth: an unknown field or a missing seq fails."""
+    assert list(validator("message").iter_errors({"type": "message", "text": "x"}))
+    assert list(validator("ack").iter_errors({"type": "ack", "id": "1", "seq": 1, "extra": True}))
+
+
+def test_the_clients_follow_the_documents_close_table() -> None:
+    """realtime_client and /static/realtime.js carry their own copy of the table: the same split."""
+    table = close_table()
+    reconnect = {code for code, entry in table.items() if entry["client"] == "reconnect"}
+    assert set(realtime_client.RECONNECT) == reconnect
+    assert set(realtime_client.FINAL) | {1000} == set(table) - reconnect
+    js = (ROOT / "gateway/src/gateway/static/realtime.js").read_text()
+    block = re.search(r"RECONNECT_CODES = new Set\(\[(.*?)\]\)", js, re.S)
+    assert block is not None
+    assert {int(c) for c in re.findall(r"\b(\d{4}),", block.group(1))} == reconnect
