@@ -80,7 +80,8 @@ class Room:
     """``async with Room(url, room) as room: async for message in room: ...``
 
     ``url`` is the gateway's base (``ws://host:port``). ``token`` is sent as the ``token`` query parameter
-    (identity), ``password`` as ``pass``; ``history=N`` asks for the last N messages before live ones.
+    (reserved for identity tokens, which the rooms service does not implement yet), ``password`` as
+    ``pass``; ``history=N`` asks for the last N messages before live ones.
     Use either ``async for message in room`` (messages only) or ``async for event in room.events()``
     (messages, presence and gaps), not both at once: they read the same queue.
     """
