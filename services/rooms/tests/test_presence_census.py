@@ -45,3 +45,33 @@ async def test_a_join_waits_for_every_live_replicas_count_and_no_longer() -> Non
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
     await bus.disconnect()
+
+
+async def test_replicas_started_before_the_bus_was_up_know_each_other_once_it_is() -> None:
+    """A start beat sent while the bus is still connecting is lost; the beat on (re)connect is not."""
+    bus = create_bus("memory://")  # not connected yet, like NATS while a service starts
+
+    def census(origin: str) -> Census:
+        return Census(
+            bus,
+            "rooms",
+            origin,
+            interval=3600.0,
+            timeout=DEADLINE,
+            local_count=lambda room: 0,
+            heard=lambda *_: None,
+        )
+
+    a, b = census("a"), census("b")
+    tasks = [asyncio.create_task(x.run()) for x in (a, b)]
+    async with asyncio.timeout(DEADLINE):
+        for x in (a, b):
+            await x.live.wait()  # their start beats went nowhere
+        assert a.peers() == b.peers() == set()
+        await bus.connect()
+        while a.peers() != {"b"} or b.peers() != {"a"}:  # long before the next beat, an hour away
+            await asyncio.sleep(0.01)
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    await bus.disconnect()

@@ -86,6 +86,7 @@ class Census:
         self._peers: dict[str, float] = {}  # replica -> last heard
         self._ids = itertools.count(1)
         self._pending: dict[int, tuple[set[str], asyncio.Event]] = {}  # query id -> (still to answer, done)
+        self._greeting: asyncio.Task[None] | None = None
         self.live = asyncio.Event()
 
     def peers(self) -> set[str]:
@@ -118,12 +119,19 @@ class Census:
         finally:
             self._pending.pop(query_id, None)
 
+    def _on_ready(self, ready: bool) -> None:
+        # (Re)connected, subscriptions restored: beat now. A beat sent before the bus was up is lost,
+        # and the others would not know this replica (nor it them) until its next periodic beat.
+        if ready:
+            self._greeting = asyncio.get_running_loop().create_task(self.beat(), name="presence greeting")
+
     async def run(self) -> None:
         """Forever: note heartbeats, answer the others' queries, collect answers to ours."""
         async with (
             self._bus.subscribe(self._pattern) as inbox,
             self._bus.subscribe(self.reply_subject) as replies,
         ):
+            self._bus.on_ready_change(self._on_ready)
             self.live.set()
             await self.beat()  # the others answer with theirs: this replica knows them in one round trip
             async with asyncio.TaskGroup() as jobs:
