@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI, WebSocket
 from realtime.app import create_service_app
 from realtime.close_codes import CloseCode
+from realtime.tasks import cancel_and_wait
 
 from gateway.page import mount_page
 from gateway.proxy import Proxy
@@ -36,9 +37,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         try:
             yield {"proxy": proxy}  # uvicorn passes lifespan state to the WebSocket protocol
         finally:
-            probe.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await probe
+            await cancel_and_wait(probe)
 
     # The pulse reports the client sessions the gateway splices (they never reach the FastAPI app).
     app = create_service_app(

@@ -38,6 +38,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from realtime.close_codes import CloseCode
+from realtime.tasks import cancel_and_wait
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -245,9 +246,7 @@ async def flushing(interval: float = 1.0) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await cancel_and_wait(task)
         flush_tallies()
 
 

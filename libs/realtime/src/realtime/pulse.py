@@ -24,6 +24,7 @@ import psutil
 
 from realtime import metrics
 from realtime.bus import Bus, BusUnavailable, safe_token
+from realtime.tasks import cancel_and_wait
 
 logger = logging.getLogger(__name__)
 
@@ -189,6 +190,4 @@ class Sampler:
         try:
             yield self
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)

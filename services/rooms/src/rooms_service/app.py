@@ -23,6 +23,7 @@ from realtime.app import create_service_app
 from realtime.close_codes import CloseCode
 from realtime.frames import text_frame
 from realtime.serve import frame_writer
+from realtime.tasks import cancel_and_wait
 
 from rooms_service import envelopes
 from rooms_service.fanout import Member, Resume, Room, Rooms
@@ -63,9 +64,7 @@ def create_app(settings: RoomsSettings | None = None) -> FastAPI:
             yield
         finally:
             for task in reversed(tasks):
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+                await cancel_and_wait(task)
             guard.announce = None
             await rooms.close()
 

@@ -33,6 +33,7 @@ from realtime.close_codes import CloseCode
 from realtime.frames import OP_TEXT, encode_frame, text_frame
 from realtime.hub import Hub, Policy
 from realtime.serve import FrameWriter
+from realtime.tasks import cancel_and_wait
 
 from rooms_service import envelopes
 from rooms_service.presence import EXPIRY_INTERVALS, Census, Presence
@@ -111,10 +112,7 @@ class Room:
             self.subscription.deliver(CHECK)
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
         if self._subscribing is not None:
             await self._subscribing.__aexit__(None, None, None)
             self._subscribing = None

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 
 from fastapi import FastAPI, WebSocket
 from realtime.app import create_service_app
+from realtime.tasks import cancel_and_wait
 
 from stats_service.aggregate import Aggregator
 from stats_service.fanout import PulseHub
@@ -35,9 +36,7 @@ def create_app(settings: StatsSettings | None = None) -> FastAPI:
         try:
             yield
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)
             hub.close()
 
     app = create_service_app(settings, lifespan=lifespan)

@@ -15,6 +15,7 @@ from nats.js.errors import BadRequestError, NotFoundError
 
 from realtime import metrics
 from realtime.bus.base import Bus, BusUnavailable, Message, StoreAck, Stored, StreamSpec, Subscription
+from realtime.tasks import cancel_and_wait
 
 STREAM_NAME_IN_USE = 10058  # JetStream's error code: a stream of that name exists with another config
 FETCH_TIMEOUT = 2.0  # seconds one batch of stored messages may take
@@ -107,15 +108,10 @@ class NatsBus(Bus):
             return
 
     async def disconnect(self) -> None:
-        if self._sampling is not None:
-            self._sampling.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sampling
-            self._sampling = None
+        await cancel_and_wait(self._sampling)
+        self._sampling = None
         if self._first_connect is not None and not self._first_connect.done():
-            self._first_connect.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._first_connect
+            await cancel_and_wait(self._first_connect)
         nc, self._nc = self._nc, None
         if nc is not None and not nc.is_closed:
             if nc.is_connected:
