@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 from devstack.stack import Stack, StackConfig
+from realtime import testing as realtime_testing
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
 
 HERE = Path(__file__).parent
 DEADLINE = 10.0  # seconds any single expected event may take before the test fails
@@ -45,15 +45,7 @@ async def recv(conn: ClientConnection) -> str | bytes:
 
 async def closed_with(conn: ClientConnection) -> tuple[int, str]:
     """Wait for the server's close frame; returns (code, reason) as the client received them."""
-    try:
-        async with asyncio.timeout(DEADLINE):
-            while True:
-                await conn.recv()
-    except ConnectionClosed as exc:
-        if exc.rcvd is None:
-            return 1006, ""
-        return exc.rcvd.code, exc.rcvd.reason
-    raise AssertionError("connection did not close")
+    return await realtime_testing.closed_with(conn, DEADLINE)
 
 
 def wait_until(predicate: Callable[[], bool], what: str, deadline: float = DEADLINE) -> None:

@@ -7,12 +7,10 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import FastAPI
-from realtime.close_codes import CloseCode
-from realtime.testing import free_port, serving
+from realtime.testing import closed_with, free_port, serving
 from rooms_service.app import create_app
 from rooms_service.settings import RoomsSettings
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
 
 DEADLINE = 10.0
 
@@ -46,10 +44,4 @@ async def recv_json(conn: ClientConnection, skip: tuple[str, ...] = ("members",)
 
 
 async def close_of(conn: ClientConnection) -> tuple[int, str]:
-    try:
-        async with asyncio.timeout(DEADLINE):
-            while True:
-                await conn.recv()
-    except ConnectionClosed as exc:
-        return (exc.rcvd.code, exc.rcvd.reason) if exc.rcvd else (CloseCode.ABNORMAL, "")
-    raise AssertionError("not closed")
+    return await closed_with(conn, DEADLINE)

@@ -6,6 +6,7 @@ import contextlib
 import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
@@ -74,3 +75,19 @@ async def send_huge_head(
         return await asyncio.wait_for(reader.readline(), deadline), sent
     finally:
         writer.close()
+
+
+async def closed_with(conn: Any, deadline: float = 10.0) -> tuple[int, str]:
+    """Read a websockets client connection until the server's close frame; returns (code, reason) as the
+    client received them, or 1006 when the connection ended without one."""
+    from websockets.exceptions import ConnectionClosed
+
+    try:
+        async with asyncio.timeout(deadline):
+            while True:
+                await conn.recv()
+    except ConnectionClosed as exc:
+        if exc.rcvd is None:
+            return 1006, ""
+        return exc.rcvd.code, exc.rcvd.reason
+    raise AssertionError("connection did not close")
