@@ -90,7 +90,7 @@ def test_every_close_code_in_use_is_described_with_the_same_reconnect_split() ->
 
 def test_the_query_parameters_are_described() -> None:
     query = DOC["channels"]["room"]["bindings"]["ws"]["query"]["properties"]
-    assert set(query) == {"format", "pass", "since", "epoch", "history", "token"}
+    assert set(query) == {"format", "pass", "since", "epoch", "history", "token", "name"}
 
 
 # --- real frames from the running stack ------------------------------------------------------------

@@ -174,6 +174,49 @@ def hash_password(ctx: Context, command: Command) -> None:
         assert "usage:" in ctx.sh(f"{command.text} --help")
 
 
+SECRET_PLACEHOLDER = "PASTE_THE_SECRET"
+
+
+def openssl(ctx: Context, command: Command) -> None:
+    if shutil.which("openssl") is None:
+        pytest.skip("no openssl on this machine (make_token's test makes its own key)")
+    ctx.sh(command.text)
+
+
+def make_token(ctx: Context, command: Command) -> None:
+    """Mints a token as written (a real secret for the placeholder, a key made here when the README's
+    openssl lines did not run) and checks that the service's verifier takes it."""
+    env = {k: v.replace(SECRET_PLACEHOLDER, "s" * 43) for k, v in command.env.items()}
+    argv = command.argv
+    check = "TokenVerifier(os.environ['TOKEN_SECRET'])"
+    if "--private-key" in argv:
+        key = ctx.cwd / argv[argv.index("--private-key") + 1]
+        if not key.exists():
+            ctx.python(
+                "from cryptography.hazmat.primitives import serialization as s\n"
+                "from cryptography.hazmat.primitives.asymmetric import ec\n"
+                "k = ec.generate_private_key(ec.SECP256R1())\n"
+                f"open({str(key)!r}, 'wb').write(k.private_bytes(s.Encoding.PEM, s.PrivateFormat.PKCS8,"
+                " s.NoEncryption()))",
+                {},
+            )
+        check = (
+            "TokenVerifier(public_key=load_pem_private_key(open("
+            f"{str(key)!r}, 'rb').read(), None).public_key().public_bytes(Encoding.PEM, "
+            "PublicFormat.SubjectPublicKeyInfo).decode())"
+        )
+    token = ctx.sh(shlex.join(argv), env=env).strip()
+    ctx.python(
+        "import os, sys\n"
+        "from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat, "
+        "load_pem_private_key\n"
+        "from rooms_service.tokens import TokenVerifier\n"
+        f"identity = {check}.verify({token!r})\n"
+        "assert identity.user == 'ada', identity\n",
+        env,
+    )
+
+
 def websocket_client(ctx: Context, command: Command) -> None:
     """The client runs from the venv; connecting needs `make run`, so the URL is checked against the
     gateway's routes instead."""
@@ -239,6 +282,9 @@ RULES: list[tuple[str, Callable[[Context, Command], None]]] = [
     (r"^\.venv/bin/python deploy/docker/render\.py$", run_as_written),  # in the copy
     (r"^make( |$)", make_dry_run),
     (r"(^|\| )\.venv/bin/python -m rooms_service\.hash_password$", hash_password),
+    (r"^\.venv/bin/python -m rooms_service\.make_token ", make_token),
+    (r"^\.venv/bin/python -c 'import secrets; print\(secrets\.token_urlsafe\(32\)\)'$", run_as_written),
+    (r"^openssl (genpkey|pkey) ", openssl),
     (r"^\.venv/bin/python -m websockets ", websocket_client),
     (r"^\.venv/bin/python -m bench ", skip("a benchmark: minutes of load on every core (make bench)")),
     (r"^(\.\./)*\.\./\.venv/bin/pytest$|^\.venv/bin/pytest \S+$", pytest_collect_only),

@@ -12,7 +12,7 @@ It depends only on ``websockets``; the close-code table (reconnect or final) is 
 protocol's (docs/asyncapi.yaml, ``x-close-codes``).
 """
 
-from realtime_client.closes import FINAL, RECONNECT, Backoff, Closed, Forbidden, RoomClosed
+from realtime_client.closes import FINAL, RECONNECT, Backoff, Closed, Forbidden, InvalidToken, RoomClosed
 from realtime_client.pulse import Pulse
 from realtime_client.room import Gap, Message, Presence, Room, Welcome
 
@@ -23,6 +23,7 @@ __all__ = [
     "Closed",
     "Forbidden",
     "Gap",
+    "InvalidToken",
     "Message",
     "Presence",
     "Pulse",

@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 RECONNECT = frozenset({1001, 1005, 1006, 1011, 1012, 1013})
 # Trying again cannot help: the README's "final" codes. Any code in neither set (1000 from the server,
 # an unknown one) is final too: the server meant to end the session.
-FINAL = frozenset({1008, 1009, 4003, 4004})
+FINAL = frozenset({1008, 1009, 4001, 4003, 4004})
+INVALID_TOKEN = 4001
 FORBIDDEN = 4003
 ABNORMAL = 1006  # no close frame: the connection dropped
 
@@ -29,9 +30,15 @@ class Forbidden(RoomClosed):
     """4003: wrong or missing room password (or too many recent failures). Never retried."""
 
 
+class InvalidToken(RoomClosed):
+    """4001: the identity token is expired, forged, malformed or for another room. Get a new token."""
+
+
 def closed_error(code: int, reason: str, room: bool = True) -> Closed:
     if code == FORBIDDEN:
         return Forbidden(code, reason)
+    if code == INVALID_TOKEN:
+        return InvalidToken(code, reason)
     return RoomClosed(code, reason) if room else Closed(code, reason)
 
 

@@ -79,9 +79,9 @@ _END = object()
 class Room:
     """``async with Room(url, room) as room: async for message in room: ...``
 
-    ``url`` is the gateway's base (``ws://host:port``). ``token`` is sent as the ``token`` query parameter
-    (reserved for identity tokens, which the rooms service does not implement yet), ``password`` as
-    ``pass``; ``history=N`` asks for the last N messages before live ones.
+    ``url`` is the gateway's base (``ws://host:port``). ``token`` is an identity token (a JWT: the member
+    is its user, and a refused token raises ``InvalidToken``), ``password`` is sent as ``pass``;
+    ``history=N`` asks for the last N messages before live ones.
     Use either ``async for message in room`` (messages only) or ``async for event in room.events()``
     (messages, presence and gaps), not both at once: they read the same queue.
     """

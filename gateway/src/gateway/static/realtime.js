@@ -21,7 +21,7 @@ export const RECONNECT_CODES = new Set([
   1013, // try again later: no upstream, overloaded, or cut off as a slow consumer
 ]);
 // Everything else is final: 1000 normal, 1008 policy (rate limit, invalid room id), 1009 too big,
-// 4003 wrong password, 4004 no such path.
+// 4001 invalid identity token, 4003 wrong password, 4004 no such path.
 
 export const CLOSE_TEXT = {
   1000: "closed",
@@ -32,6 +32,7 @@ export const CLOSE_TEXT = {
   1011: "server error",
   1012: "service restarted",
   1013: "try again later",
+  4001: "invalid token",
   4003: "wrong password",
   4004: "no such path",
 };

@@ -13,6 +13,7 @@ class CloseCode(IntEnum):
     INTERNAL_ERROR = 1011
     SERVICE_RESTART = 1012  # the gateway lost its upstream because that service restarted
     TRY_AGAIN_LATER = 1013  # no healthy upstream, overloaded, or a slow consumer cut off: resume
+    INVALID_TOKEN = 4001  # identity token expired, forged, malformed, for another room, or not accepted here
     FORBIDDEN = 4003  # wrong or missing room password
     NOT_FOUND = 4004  # no such path at the gateway
 
@@ -28,5 +29,11 @@ RECONNECT = frozenset(
     }
 )
 FINAL = frozenset(
-    {CloseCode.POLICY_VIOLATION, CloseCode.MESSAGE_TOO_BIG, CloseCode.FORBIDDEN, CloseCode.NOT_FOUND}
+    {
+        CloseCode.POLICY_VIOLATION,
+        CloseCode.MESSAGE_TOO_BIG,
+        CloseCode.INVALID_TOKEN,
+        CloseCode.FORBIDDEN,
+        CloseCode.NOT_FOUND,
+    }
 )

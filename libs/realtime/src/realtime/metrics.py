@@ -76,10 +76,14 @@ RATE_LIMITED = Counter(
     "realtime_rate_limited", "clients closed for sending faster than the message rate", ["service"]
 )
 AUTH_FAILURES = Counter(
-    "realtime_auth_failures", "password checks that failed (wrong or missing password)", ["service"]
+    "realtime_auth_failures",
+    "password and token checks that failed (wrong or missing password, refused identity token)",
+    ["service"],
 )
 AUTH_THROTTLED = Counter(
-    "realtime_auth_throttled", "password attempts refused unchecked: too many recent failures", ["service"]
+    "realtime_auth_throttled",
+    "password or token attempts refused unchecked: too many recent failures",
+    ["service"],
 )
 
 # --- NATS (every service; hooked in the bus) ---------------------------------------------------------

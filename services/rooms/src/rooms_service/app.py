@@ -1,9 +1,10 @@
 """Rooms service: chat rooms at ``/ws/{room_id}``, shared by every replica over the bus.
 
 Reads top to bottom: the app factory and its lifespan, the WebSocket route, then the member's session.
-The order inside a connection is the contract: room id, format and password are decided before the
-client joins or receives anything, and a refusal is accepted first so it is a close code the client can
-see (4003 "forbidden", 1008 "invalid room id"), never an HTTP 403. A member then joins (its replica's
+The order inside a connection is the contract: room id, format, name and password or identity token are
+decided before the client joins or receives anything, and a refusal is accepted first so it is a close
+code the client can see (4003 "forbidden", 4001 "invalid token", 1008 "invalid room id"), never an HTTP
+403. A member then joins (its replica's
 subscription confirmed live over the bus), and only then is its handshake accepted; a JSON member is
 then welcomed and caught up (``since``/``epoch``, ``history``) before it hears the live stream.
 """
@@ -32,6 +33,7 @@ from rooms_service.limits import TokenBucket
 from rooms_service.room_ids import InvalidRoomId, validate_room_id
 from rooms_service.settings import RoomsSettings
 from rooms_service.throttle_sync import announcer, apply_others, results_subject
+from rooms_service.tokens import Identity, TokenVerifier, display_name
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +46,14 @@ def create_app(settings: RoomsSettings | None = None) -> FastAPI:
     passwords = settings.passwords()
     for room_id in passwords:  # a typo in a guarded room's id must not leave the real room open silently
         validate_room_id(room_id, settings.room_id_max_length)
-    guard = PasswordGuard(passwords, throttle)  # a malformed hash fails here, at start
+    tokens = TokenVerifier(  # a short secret or a bad PEM fails here, at start
+        settings.token_secret.get_secret_value() if settings.token_secret else None,
+        settings.public_key(),
+        audience=settings.token_audience,
+        issuer=settings.token_issuer,
+        leeway=settings.token_leeway,
+    )
+    guard = PasswordGuard(passwords, throttle, tokens=tokens)  # a malformed hash fails here, at start
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -90,6 +99,8 @@ def create_app(settings: RoomsSettings | None = None) -> FastAPI:
         websocket: WebSocket,
         room_id: str,
         password: Annotated[str | None, Query(alias="pass")] = None,
+        token: str | None = None,
+        name: str | None = None,
         wire_format: Annotated[str, Query(alias="format")] = "text",
         since: str | None = None,
         epoch: str | None = None,
@@ -108,14 +119,33 @@ def create_app(settings: RoomsSettings | None = None) -> FastAPI:
         except ValueError as exc:
             await _refuse(websocket, CloseCode.POLICY_VIOLATION, str(exc))
             return
+        shown_name = None
+        if name is not None and token is None:  # a token member's name is the token's
+            if not settings.room_display_names:
+                await _refuse(websocket, CloseCode.POLICY_VIOLATION, "display names need a token")
+                return
+            shown_name = display_name(name)
+            if shown_name is None:
+                await _refuse(websocket, CloseCode.POLICY_VIOLATION, "invalid name")
+                return
         client = websocket.client.host if websocket.client else "unknown"
-        verdict = await guard.check(room_id, client, password)
+        identity: Identity | None = None
+        if token is not None:
+            verdict, identity = await guard.check_token(room_id, client, token)
+        else:
+            verdict = await guard.check(room_id, client, password)
         if verdict != Verdict.ALLOWED:
             (auth_throttled if verdict == Verdict.THROTTLED else auth_failures).inc()
+            if verdict == Verdict.INVALID_TOKEN:
+                await _refuse(websocket, CloseCode.INVALID_TOKEN, "invalid token")
+                return
             logger.warning("room %s: refused %s (%s password)", room_id, client, verdict)
             await _refuse(websocket, CloseCode.FORBIDDEN, "forbidden")
             return
-        await _session(app.state.rooms, settings, websocket, room_id, wire_format == "json", resume, counts)
+        who = (identity.user, identity.name) if identity is not None else (None, shown_name)
+        await _session(
+            app.state.rooms, settings, websocket, room_id, wire_format == "json", resume, counts, who
+        )
 
     @app.websocket("/ws/{rest:path}")
     async def not_a_room(websocket: WebSocket, rest: str) -> None:
@@ -167,12 +197,13 @@ async def _session(
     json: bool,
     resume: Resume,
     counts: _RelayMetrics,
+    who: tuple[str | None, str | None],
 ) -> None:
     """Join first (the member hears the room from the moment its handshake completes), then accept."""
     writer = frame_writer(websocket)
     if writer is None:
         raise RuntimeError("rooms needs the platform's WebSocket protocol (realtime.serve)")
-    member = Member(secrets.token_hex(6), websocket, writer, json)
+    member = Member(secrets.token_hex(6), websocket, writer, json, user=who[0], name=who[1])
     try:
         room = await rooms.join(room_id, member)
     except Exception as exc:  # never connected to NATS, its reconnect buffer is full, or no history yet

@@ -2,13 +2,16 @@
 
 Stored (the room's history, one JetStream message per room message, on ``<prefix>.msg.<room>``):
 - ``message``: room, sender, text, ts (server time, seconds since the epoch), origin (the replica that
-  received it) and, when the sender gave one, its ``id``. The stream's sequence is not inside (it is
-  given when stored): each replica splices ``"seq":N`` in once, so JSON clients get
-  ``{...,"origin":...,"seq":N}``, encoded once per replica, the same bytes for every local member.
+  received it), when the sender gave one its ``id``, and who sent it when known: ``user`` (an identity
+  token's ``sub``) and ``name`` (the token's name, a display name, or the publish API's name). The
+  stream's sequence is not inside (it is given when stored): each replica splices ``"seq":N`` in once,
+  so JSON clients get ``{...,"origin":...,"seq":N}``, encoded once per replica, the same bytes for
+  every local member.
 
 Published on core NATS (ephemeral, on the room's subject ``<prefix>.<room>``, with the republished
 stored messages):
-- ``join`` / ``leave``: room, member, ts, origin, local (that replica's member count after it);
+- ``join`` / ``leave``: room, member, ts, origin, local (that replica's member count after it), and the
+  member's ``user`` and ``name`` when known;
 - ``count``: room, origin, local: a replica's heartbeat. Never forwarded as such; clients get
   ``members`` when the room's total changes.
 Presence events carry no ``seq``: clients resume on message seqs only.
@@ -31,14 +34,36 @@ def encode(event: dict[str, Any]) -> bytes:
     return json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
-def message(room: str, sender: str, text: str, origin: str, msg_id: str | None = None) -> bytes:
+def message(
+    room: str,
+    sender: str,
+    text: str,
+    origin: str,
+    msg_id: str | None = None,
+    *,
+    user: str | None = None,
+    name: str | None = None,
+) -> bytes:
     """The stored body of one message (no seq yet)."""
     event: dict[str, Any] = {"type": MESSAGE, "room": room, "sender": sender, "text": text}
     event["ts"] = time.time()
     event["origin"] = origin
     if msg_id is not None:
         event["id"] = msg_id
+    if user is not None:
+        event["user"] = user
+    if name is not None:
+        event["name"] = name
     return encode(event)
+
+
+def _who(event: dict[str, Any], user: str | None, name: str | None) -> dict[str, Any]:
+    """``user`` and ``name`` added when known (absent, never null, otherwise)."""
+    if user is not None:
+        event["user"] = user
+    if name is not None:
+        event["name"] = name
+    return event
 
 
 def with_seq(stored: bytes, seq: int) -> bytes:
@@ -57,10 +82,12 @@ def stored_text(stored: bytes) -> str | None:
     return event["text"]
 
 
-def membership(kind: str, room: str, member: str, origin: str, local: int) -> bytes:
-    return encode(
-        {"type": kind, "room": room, "member": member, "ts": time.time(), "origin": origin, "local": local}
-    )
+def membership(
+    kind: str, room: str, member: str, origin: str, local: int, user: str | None, name: str | None
+) -> bytes:
+    event = {"type": kind, "room": room, "member": member, "ts": time.time(), "origin": origin}
+    event["local"] = local
+    return encode(_who(event, user, name))
 
 
 def count(room: str, origin: str, local: int) -> bytes:
@@ -79,29 +106,37 @@ def decode(payload: bytes) -> dict[str, Any]:
 
 def for_client(event: dict[str, Any], total: int) -> str:
     """A join or leave as JSON clients see it: the replica's bookkeeping replaced by the room's total."""
-    return json.dumps(
-        {
-            "type": event["type"],
-            "room": event.get("room"),
-            "member": event.get("member"),
-            "ts": event.get("ts"),
-            "count": total,
-        },
-        separators=(",", ":"),
-        ensure_ascii=False,
-    )
+    shown = {
+        "type": event["type"],
+        "room": event.get("room"),
+        "member": event.get("member"),
+        "ts": event.get("ts"),
+        "count": total,
+    }
+    user, name = event.get("user"), event.get("name")
+    shown = _who(shown, user if isinstance(user, str) else None, name if isinstance(name, str) else None)
+    return json.dumps(shown, separators=(",", ":"), ensure_ascii=False)
 
 
 def members(room: str, total: int) -> str:
     return json.dumps({"type": MEMBERS, "room": room, "count": total}, separators=(",", ":"))
 
 
-def welcome(room: str, member: str, total: int, seq: int, epoch: str, recovered: bool | None) -> str:
+def welcome(
+    room: str,
+    member: str,
+    total: int,
+    seq: int,
+    epoch: str,
+    recovered: bool | None,
+    user: str | None = None,
+    name: str | None = None,
+) -> str:
     event: dict[str, Any] = {"type": WELCOME, "room": room, "you": member, "count": total, "seq": seq}
     event["epoch"] = epoch
     if recovered is not None:
         event["recovered"] = recovered
-    return json.dumps(event, separators=(",", ":"))
+    return json.dumps(_who(event, user, name), separators=(",", ":"), ensure_ascii=False)
 
 
 def ack(msg_id: str, seq: int) -> str:

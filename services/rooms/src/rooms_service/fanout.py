@@ -60,6 +60,8 @@ class Member:
     json: bool  # ?format=json: envelopes and presence events; else plain text messages only
     seq: int = 0  # before it is live: the highest message seq it has (or does not need)
     sent: int = 0  # messages it sent, for the ids of those sent without one
+    user: str | None = None  # its identity token's ``sub``
+    name: str | None = None  # the token's name, or the display name it chose (``?name=``)
 
 
 @dataclass(frozen=True, slots=True)
@@ -302,7 +304,9 @@ class Rooms:
             if resume.history:
                 backlog = (await self._stored_after(room, 0, size))[-resume.history :]
         seq = room.delivered
-        welcome = envelopes.welcome(room.id, member.id, room.total, seq, self.epoch or "", recovered)
+        welcome = envelopes.welcome(
+            room.id, member.id, room.total, seq, self.epoch or "", recovered, member.user, member.name
+        )
         member.writer.write(text_frame(welcome))
         if recovered:
             member.seq = resume.since or 0
@@ -365,7 +369,7 @@ class Rooms:
 
     async def _publish_membership(self, room: Room, kind: str, member: Member) -> None:
         local = len(room.members) - (1 if kind == envelopes.LEAVE else 0)
-        payload = envelopes.membership(kind, room.id, member.id, self.origin, local)
+        payload = envelopes.membership(kind, room.id, member.id, self.origin, local, member.user, member.name)
         await self._bus.publish(room.subject, payload)
 
     def _local_count(self, room_id: str) -> int:
@@ -383,7 +387,9 @@ class Rooms:
         while NATS is away, up to ROOM_STORE_TIMEOUT, so a retry is never stored twice."""
         member.sent += 1
         key = f"{room.id}/{msg_id}" if msg_id is not None else f"{room.id}/{member.id}/{member.sent}"
-        payload = envelopes.message(room.id, member.id, text, self.origin, msg_id)
+        payload = envelopes.message(
+            room.id, member.id, text, self.origin, msg_id, user=member.user, name=member.name
+        )
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._settings.room_store_timeout
         delay = 0.05

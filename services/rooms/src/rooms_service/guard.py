@@ -1,4 +1,5 @@
-"""The password guard: salted hashes, constant-time checks and a throttle on repeated failures.
+"""The guard: room passwords (salted hashes, constant-time checks), identity tokens (tokens.py), and
+one throttle on repeated failures of either.
 
 A configured password is either plain text or ``pbkdf2_sha256$<iterations>$<salt>$<hash>`` (salt and hash
 in unpadded URL-safe base64, the hash 32 bytes), made by ``python -m rooms_service.hash_password``.
@@ -14,6 +15,8 @@ import secrets
 import time
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Mapping
+
+from rooms_service.tokens import Identity, InvalidToken, TokenVerifier
 
 logger = logging.getLogger(__name__)
 
@@ -122,6 +125,7 @@ class Verdict:
     ALLOWED = "allowed"
     WRONG = "wrong"  # wrong or missing password
     THROTTLED = "throttled"  # too many recent failures: refused without checking
+    INVALID_TOKEN = "invalid token"  # expired, forged, malformed, another room's, or tokens not configured
 
 
 # (client address, room, succeeded): tells the other replicas, so the throttle holds across all of them.
@@ -132,16 +136,19 @@ class PasswordGuard:
     """Decides, before a client joins anything, whether it may enter a room."""
 
     def __init__(
-        self, passwords: Mapping[str, str], throttle: FailureThrottle, announce: Announce | None = None
+        self,
+        passwords: Mapping[str, str],
+        throttle: FailureThrottle,
+        announce: Announce | None = None,
+        tokens: TokenVerifier | None = None,
     ) -> None:
         self._rooms = {room: StoredPassword(value) for room, value in passwords.items()}
         self.throttle = throttle
         self.announce = announce
+        self.tokens = tokens or TokenVerifier()
 
     def heard(self, client: str, room_id: str, succeeded: bool) -> None:
-        """Another replica checked a password of this room for this client."""
-        if room_id not in self._rooms:
-            return
+        """Another replica checked a password or a token for this room and this client."""
         if succeeded:
             self.throttle.succeeded((client, room_id))
         else:
@@ -163,13 +170,33 @@ class PasswordGuard:
             ok = await asyncio.to_thread(stored.matches, candidate)
         else:
             ok = stored.matches(candidate)
+        await self._record(key, ok)
+        return Verdict.ALLOWED if ok else Verdict.WRONG
+
+    async def check_token(self, room_id: str, client: str, token: str) -> tuple[str, Identity | None]:
+        """A token member: admitted to the rooms its token names, guarded ones included. A refused token
+        counts as a failure for (client, room) exactly like a wrong password."""
+        key = (client, room_id)
+        if self.throttle.blocked(key):
+            return Verdict.THROTTLED, None
+        try:
+            identity = self.tokens.verify(token)
+            if not identity.may_join(room_id):
+                raise InvalidToken("NotForThisRoom")
+        except InvalidToken as exc:
+            logger.info("room %s: token refused for %s (%s)", room_id, client, exc)
+            await self._record(key, False)
+            return Verdict.INVALID_TOKEN, None
+        await self._record(key, True)
+        return Verdict.ALLOWED, identity
+
+    async def _record(self, key: tuple[str, str], ok: bool) -> None:
         if ok:
             self.throttle.succeeded(key)
         else:
             self.throttle.failed(key)
         if self.announce is not None:
             try:
-                await self.announce(client, room_id, ok)
+                await self.announce(key[0], key[1], ok)
             except Exception as exc:  # the bus is away: this replica's throttle still holds
-                logger.info("could not share a password check result (%s)", type(exc).__name__)
-        return Verdict.ALLOWED if ok else Verdict.WRONG
+                logger.info("could not share a check result (%s)", type(exc).__name__)

@@ -3,7 +3,7 @@
 import json
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from realtime.bus import is_safe_token
 from realtime.settings import ServiceSettings
 
@@ -18,6 +18,19 @@ class RoomsSettings(ServiceSettings):
     room_passwords_file: Path | None = None
 
     room_id_max_length: int = Field(default=64, ge=1, le=128)
+
+    # Identity tokens (tokens.py): HS256 JWTs checked with TOKEN_SECRET (at least 32 bytes), RS256 or
+    # ES256 ones with TOKEN_PUBLIC_KEY (PEM; or TOKEN_PUBLIC_KEY_FILE). Neither set: tokens are refused.
+    token_secret: SecretStr | None = None
+    token_public_key: str | None = None
+    token_public_key_file: Path | None = None
+    # When set, a token's ``aud`` / ``iss`` must be this.
+    token_audience: str | None = None
+    token_issuer: str | None = None
+    # Seconds of clock difference allowed when checking ``exp`` (and ``nbf``/``iat``).
+    token_leeway: float = Field(default=0.0, ge=0, le=300)
+    # Members without a token may pick a display name (?name=, unverified: shown without ``user``).
+    room_display_names: bool = True
 
     # Failed password attempts per (client address, room) inside the window before every further
     # attempt is refused without checking, until the window has passed.
@@ -71,6 +84,12 @@ class RoomsSettings(ServiceSettings):
         if not is_safe_token(value):
             raise ValueError("room_stream_name must be letters, digits, '_' or '-'")
         return value
+
+    def public_key(self) -> str | None:
+        """TOKEN_PUBLIC_KEY, or the PEM in TOKEN_PUBLIC_KEY_FILE (read at start)."""
+        if self.token_public_key_file is not None:
+            return self.token_public_key_file.read_text(encoding="ascii")
+        return self.token_public_key
 
     def passwords(self) -> dict[str, str]:
         """ROOM_PASSWORDS merged with ROOM_PASSWORDS_FILE (read at start: restart for a rotated Secret)."""

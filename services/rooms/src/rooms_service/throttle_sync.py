@@ -1,7 +1,8 @@
-"""Shares password check results between replicas, so the failure throttle counts across all of them.
+"""Shares password and token check results between replicas, so the failure throttle counts across all.
 
 Each replica publishes ``{"client", "room", "ok", "origin"}`` on ``<prefix>.auth.results`` after every
-check of a guarded room (never the password) and applies what the others publish to its own throttle.
+check of a guarded room's password or of a token (never the secret) and applies what the others publish
+to its own throttle.
 A room subject has two tokens (``<prefix>.<room_id>``, ids have no '.'), so this one never meets a room.
 """
 

@@ -1,0 +1,122 @@
+"""Identity tokens: JWTs minted by the app's own login, verified here with PyJWT.
+
+A token names its user (``sub``), optionally a display ``name``, the rooms it may join (``rooms``: a list
+of room ids, or ``"*"``) and when it expires (``exp``, required). HS256 tokens are checked with
+``TOKEN_SECRET``; RS256 or ES256 tokens with ``TOKEN_PUBLIC_KEY`` (PEM), the algorithm fixed by the key's
+type. Each algorithm has its own key, chosen by the token's header, so an RS256 public key can never be
+used as an HMAC secret (the classic algorithm-confusion attack). Nothing here logs or raises with a token
+in it: an ``InvalidToken`` carries only the reason's class name.
+"""
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+MAX_USER_LENGTH = 128
+MAX_NAME_LENGTH = 64
+
+
+class InvalidToken(ValueError):
+    """Expired, forged, malformed, for another room, or tokens are not configured here."""
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    user: str
+    name: str | None
+    rooms: frozenset[str] | None  # None: every room
+
+    def may_join(self, room_id: str) -> bool:
+        return self.rooms is None or room_id in self.rooms
+
+
+def display_name(value: object) -> str | None:
+    """A display name as members see it: 1 to 64 printable characters, surrounding spaces trimmed;
+    None for anything else."""
+    if not isinstance(value, str):
+        return None
+    value = value.strip()
+    if not 0 < len(value) <= MAX_NAME_LENGTH or not value.isprintable():
+        return None
+    return value
+
+
+def _public_key_algorithm(pem: str) -> str:
+    key = load_pem_public_key(pem.encode("ascii"))
+    if isinstance(key, rsa.RSAPublicKey):
+        return "RS256"
+    if isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, ec.SECP256R1):
+        return "ES256"
+    raise ValueError("TOKEN_PUBLIC_KEY must be an RSA or a P-256 (ES256) public key in PEM")
+
+
+class TokenVerifier:
+    """Checks tokens against the configured keys; with none configured every token is refused."""
+
+    def __init__(
+        self,
+        secret: str | None = None,
+        public_key: str | None = None,
+        *,
+        audience: str | None = None,
+        issuer: str | None = None,
+        leeway: float = 0.0,
+    ) -> None:
+        self._keys: dict[str, Any] = {}
+        if secret:
+            if len(secret.encode("utf-8")) < 32:  # RFC 7518 3.2: an HS256 key at least as long as the hash
+                raise ValueError("TOKEN_SECRET must be at least 32 bytes")
+            self._keys["HS256"] = secret
+        if public_key:
+            self._keys[_public_key_algorithm(public_key)] = public_key  # a bad PEM fails here, at start
+        self._audience = audience
+        self._issuer = issuer
+        self._leeway = leeway
+
+    @property
+    def configured(self) -> bool:
+        return bool(self._keys)
+
+    @property
+    def algorithms(self) -> list[str]:
+        return sorted(self._keys)
+
+    def verify(self, token: str) -> Identity:
+        try:
+            algorithm = jwt.get_unverified_header(token).get("alg")
+            key = self._keys.get(algorithm) if isinstance(algorithm, str) else None
+            if key is None:
+                raise InvalidToken("NoKeyForAlgorithm")
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=[algorithm],
+                audience=self._audience,
+                issuer=self._issuer,
+                leeway=self._leeway,
+                options={"require": ["exp", "sub"], "verify_aud": self._audience is not None},
+            )
+        except jwt.PyJWTError as exc:
+            raise InvalidToken(type(exc).__name__) from None
+        return _identity(claims)
+
+
+def _identity(claims: Mapping[str, Any]) -> Identity:
+    user = claims.get("sub")
+    if not isinstance(user, str) or not 0 < len(user) <= MAX_USER_LENGTH or not user.isprintable():
+        raise InvalidToken("InvalidSubject")
+    name = claims.get("name")
+    if name is not None:
+        name = display_name(name)
+        if name is None:
+            raise InvalidToken("InvalidName")
+    rooms = claims.get("rooms")
+    if rooms == "*" or (isinstance(rooms, list) and "*" in rooms):
+        return Identity(user, name, None)
+    if not isinstance(rooms, list) or not all(isinstance(r, str) for r in rooms):
+        raise InvalidToken("InvalidRooms")
+    return Identity(user, name, frozenset(rooms))
