@@ -31,13 +31,26 @@ def encode(event: dict[str, Any]) -> bytes:
     return json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
-def message(room: str, sender: str, text: str, origin: str, msg_id: str | None = None) -> bytes:
+def message(
+    room: str,
+    sender: str,
+    text: str,
+    origin: str,
+    msg_id: str | None = None,
+    *,
+    user: str | None = None,
+    name: str | None = None,
+) -> bytes:
     """The stored body of one message (no seq yet)."""
     event: dict[str, Any] = {"type": MESSAGE, "room": room, "sender": sender, "text": text}
     event["ts"] = time.time()
     event["origin"] = origin
     if msg_id is not None:
         event["id"] = msg_id
+    if user is not None:
+        event["user"] = user
+    if name is not None:
+        event["name"] = name
     return encode(event)
 
 
