@@ -143,6 +143,7 @@ def make_dry_run(ctx: Context, command: Command) -> None:
     if "run" in targets and command.env:
         ctx.python("from devstack.__main__ import config_from_env; config_from_env()", command.env)
         check_room_passwords(ctx, command.env)
+        check_api_keys(ctx, command.env)
 
 
 HASH_PLACEHOLDER = "pbkdf2_sha256$600000$...$..."
@@ -162,6 +163,42 @@ def check_room_passwords(ctx: Context, env: dict[str, str]) -> None:
         "assert stored['VIP'].matches('secret123'), 'VIP does not take secret123'\n",
         env | {"ROOM_PASSWORDS": value},
     )
+
+
+def check_api_keys(ctx: Context, env: dict[str, str]) -> None:
+    if "PUBLISH_API_KEYS" not in env:
+        return
+    ctx.python(
+        "from rooms_service.settings import RoomsSettings\n"
+        "from rooms_service.api import create_router\n"
+        "settings = RoomsSettings()\n"
+        "assert settings.api_keys(), 'no keys'\n"
+        "create_router(settings)  # every key is one the API takes\n",
+        env,
+    )
+
+
+def api_curl(ctx: Context, command: Command) -> None:
+    """A call of the rooms HTTP API through the gateway needs `make run`: the route (method and path) is
+    checked against the rooms app's OpenAPI schema, and the key it sends against the README's `make run`."""
+    argv = command.argv
+    url = next(w for w in argv if w.startswith("http://127.0.0.1:8000/"))
+    path = url.removeprefix("http://127.0.0.1:8000").split("?")[0]
+    method = argv[argv.index("-X") + 1].lower() if "-X" in argv else "get"
+    code = (
+        "import re\n"
+        "from rooms_service.app import create_app\n"
+        "from rooms_service.settings import RoomsSettings\n"
+        "paths = create_app(RoomsSettings(bus_url='memory://')).openapi()['paths']\n"
+        "pattern = lambda p: re.sub(r'{[^}]+}', '[^/]+', p)\n"
+        f"found = [ops for p, ops in paths.items() if re.fullmatch(pattern(p), {path!r})]\n"
+        f"assert found and {method!r} in found[0], 'no {method.upper()} {path} in the rooms API'\n"
+    )
+    ctx.python(code, {})
+    bearer = next(w for w in argv if w.startswith("Authorization: Bearer "))
+    key = bearer.removeprefix("Authorization: Bearer ")
+    assert f"PUBLISH_API_KEYS='[\"{key}\"]' make run" in README.read_text(), "the key is not the README's"
+    pytest.skip("needs a running stack (make run) with PUBLISH_API_KEYS")
 
 
 def hash_password(ctx: Context, command: Command) -> None:
@@ -286,6 +323,7 @@ RULES: list[tuple[str, Callable[[Context, Command], None]]] = [
     (r"^\.venv/bin/python -c 'import secrets; print\(secrets\.token_urlsafe\(32\)\)'$", run_as_written),
     (r"^openssl (genpkey|pkey) ", openssl),
     (r"^\.venv/bin/python -m websockets ", websocket_client),
+    (r"^curl .*http://127\.0\.0\.1:8000/api/", api_curl),
     (r"^\.venv/bin/python -m bench ", skip("a benchmark: minutes of load on every core (make bench)")),
     (r"^(\.\./)*\.\./\.venv/bin/pytest$|^\.venv/bin/pytest \S+$", pytest_collect_only),
     (r"^docker compose (--profile \S+ )?up", compose_config),

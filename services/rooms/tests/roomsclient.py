@@ -18,7 +18,8 @@ DEADLINE = 10.0
 @contextlib.asynccontextmanager
 async def served(**overrides: Any) -> AsyncIterator[tuple[FastAPI, str]]:
     overrides.setdefault("bus_url", "memory://")
-    settings = RoomsSettings(port=free_port(), access_log=False, **overrides)
+    overrides.setdefault("access_log", False)
+    settings = RoomsSettings(port=free_port(), **overrides)
     app = create_app(settings)
     async with serving(app, settings, deadline=DEADLINE) as running:
         async with asyncio.timeout(DEADLINE):

@@ -26,7 +26,7 @@ from realtime.frames import text_frame
 from realtime.serve import frame_writer
 from realtime.tasks import cancel_and_wait
 
-from rooms_service import envelopes
+from rooms_service import api, envelopes
 from rooms_service.fanout import Member, Resume, Room, Rooms
 from rooms_service.guard import FailureThrottle, PasswordGuard, Verdict
 from rooms_service.limits import TokenBucket
@@ -78,6 +78,7 @@ def create_app(settings: RoomsSettings | None = None) -> FastAPI:
             await rooms.close()
 
     app = create_service_app(settings, lifespan=lifespan)
+    app.include_router(api.create_router(settings))  # POST/GET /api/rooms/{room_id}/messages
     app.state.guard = guard
     on, service = settings.metrics, settings.service_name
     auth_failures = metrics.child(metrics.AUTH_FAILURES, on, service=service)

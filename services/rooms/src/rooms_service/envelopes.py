@@ -34,6 +34,15 @@ def encode(event: dict[str, Any]) -> bytes:
     return json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
+def _who(event: dict[str, Any], user: str | None, name: str | None) -> dict[str, Any]:
+    """``user`` and ``name`` added when known (absent, never null, otherwise)."""
+    if user is not None:
+        event["user"] = user
+    if name is not None:
+        event["name"] = name
+    return event
+
+
 def message(
     room: str,
     sender: str,
@@ -50,20 +59,7 @@ def message(
     event["origin"] = origin
     if msg_id is not None:
         event["id"] = msg_id
-    if user is not None:
-        event["user"] = user
-    if name is not None:
-        event["name"] = name
-    return encode(event)
-
-
-def _who(event: dict[str, Any], user: str | None, name: str | None) -> dict[str, Any]:
-    """``user`` and ``name`` added when known (absent, never null, otherwise)."""
-    if user is not None:
-        event["user"] = user
-    if name is not None:
-        event["name"] = name
-    return event
+    return encode(_who(event, user, name))
 
 
 def with_seq(stored: bytes, seq: int) -> bytes:

@@ -2,9 +2,10 @@
 
 Messages are stored before they are delivered: a member's message goes into the room's history (a
 JetStream stream, ``<prefix>.msg.<room>``), and the stream republishes it, with its sequence, to the
-room's subject ``<prefix>.<room>``, where presence events travel too. A room exists on a replica while
-it has local members; its first member subscribes the replica to that subject (one subscription per
-room per replica, never one per member), its last one unsubscribes it.
+room's subject ``<prefix>.<room>``, where presence events travel too. A message from the publish API
+(``api.py``) is stored the same way, by any replica, whether or not it has the room open. A room exists
+on a replica while it has local members; its first member subscribes the replica to that subject (one
+subscription per room per replica, never one per member), its last one unsubscribes it.
 
 Each room has one listener task that delivers stored messages strictly in seq order, each once: a
 message whose ``last_seq`` (the room's previous stored seq) is above what the replica delivered reveals
@@ -22,6 +23,7 @@ the store, then handed over to the live stream by seq, with nothing lost or doub
 import asyncio
 import contextlib
 import logging
+import secrets
 import time
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
@@ -46,6 +48,7 @@ JOIN_CONFIRM_TIMEOUT = 2.0  # seconds a join waits for its own announcement to c
 CHECK = Message("", b"")  # put in a room's queue: "look in the store for what this replica missed"
 PRUNES_PER_BEAT = 4  # presence is pruned this many times per interval: a dead replica goes in time
 BACKLOG_POLL = 0.01  # seconds between looks at a catching-up member's unread bytes
+API_SENDER = "api"  # the sender of messages stored through the publish API (member ids are 12 hex digits)
 
 
 class HistoryUnavailable(RuntimeError):
@@ -261,7 +264,7 @@ class Rooms:
         room = Room(
             room_id,
             room_subject(prefix, room_id),
-            room_subject(f"{prefix}.msg", room_id),
+            self._stored_subject(room_id),
             Presence(expiry),
             *hubs,
         )
@@ -383,27 +386,50 @@ class Rooms:
 
     # --- messages -----------------------------------------------------------------------------
     async def say(self, room: Room, member: Member, text: str, msg_id: str | None = None) -> StoreAck:
-        """Store one message (it reaches every member through the stream); retried with the same id
-        while NATS is away, up to ROOM_STORE_TIMEOUT, so a retry is never stored twice."""
+        """Store one member's message (it reaches every member through the stream)."""
         member.sent += 1
         key = f"{room.id}/{msg_id}" if msg_id is not None else f"{room.id}/{member.id}/{member.sent}"
         payload = envelopes.message(
             room.id, member.id, text, self.origin, msg_id, user=member.user, name=member.name
         )
+        return await self._store(room.id, room.stored_subject, payload, key)
+
+    async def publish(
+        self, room_id: str, text: str, msg_id: str | None = None, *, name: str | None = None
+    ) -> StoreAck:
+        """Store one message from the publish API (sender ``"api"``) in a room this replica need not
+        have open; stored exactly like a member's, with the key ``<room>/api/<id>`` (or a random one)."""
+        key = f"{room_id}/api/{msg_id}" if msg_id is not None else f"{room_id}/api/~{secrets.token_hex(12)}"
+        payload = envelopes.message(room_id, API_SENDER, text, self.origin, msg_id, name=name)
+        return await self._store(room_id, self._stored_subject(room_id), payload, key)
+
+    async def _store(self, room_id: str, subject: str, payload: bytes, key: str) -> StoreAck:
+        """Store with the message id ``key``, retried with the same key while NATS is away, up to
+        ROOM_STORE_TIMEOUT (then the last error is raised), so a retry is never stored twice."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._settings.room_store_timeout
         delay = 0.05
         while True:
             try:
-                ack = await self._bus.store(self.stream, room.stored_subject, payload, key)
+                ack = await self._bus.store(self.stream, subject, payload, key)
                 self.published.value += 1
                 return ack
             except Exception as exc:
                 if loop.time() + delay > deadline:
                     raise
-                logger.debug("room %s: store failed (%s); retrying", room.id, type(exc).__name__)
+                logger.debug("room %s: store failed (%s); retrying", room_id, type(exc).__name__)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 1.0)
+
+    async def history(self, room_id: str, after: int, limit: int) -> tuple[int, list[Stored]]:
+        """Up to ``limit`` stored messages of a room (open here or not) after seq ``after``, oldest first,
+        and the room's newest stored seq, read after them (a last message below it: there is more)."""
+        subject = self._stored_subject(room_id)
+        stored = await self._bus.stored_after(self.stream, subject, after, limit)
+        return await self._bus.last_stored(self.stream, subject), stored
+
+    def _stored_subject(self, room_id: str) -> str:
+        return room_subject(f"{self._settings.subject_prefix}.msg", room_id)
 
     async def heartbeat(self) -> None:
         """Forever: forget silent replicas (telling members the new total), announce this replica and

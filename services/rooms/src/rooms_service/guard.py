@@ -120,6 +120,13 @@ class FailureThrottle:
     def succeeded(self, key: tuple[str, str]) -> None:
         self._failures.pop(key, None)
 
+    def retry_in(self, key: tuple[str, str]) -> float:
+        """Seconds until a blocked ``key`` may try again (its oldest counted failure leaves the window)."""
+        times = self._recent(key)
+        if times is None or len(times) < self.max_failures:
+            return 0.0
+        return max(0.0, times[0] + self.window - self._clock())
+
 
 class Verdict:
     ALLOWED = "allowed"

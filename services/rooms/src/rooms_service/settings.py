@@ -1,14 +1,18 @@
-"""The rooms service's settings (pydantic-settings): passwords, room ids, limits, presence."""
+"""The rooms service's settings (pydantic-settings): passwords, API keys, room ids, limits, presence."""
 
 import json
 from pathlib import Path
 
 from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import SettingsConfigDict
 from realtime.bus import is_safe_token
 from realtime.settings import ServiceSettings
 
 
 class RoomsSettings(ServiceSettings):
+    # A malformed value is refused without echoing it: it may be a password or an API key.
+    model_config = SettingsConfigDict(hide_input_in_errors=True)
+
     service_name: str = "rooms"
     port: int = 8201
 
@@ -31,6 +35,14 @@ class RoomsSettings(ServiceSettings):
     token_leeway: float = Field(default=0.0, ge=0, le=300)
     # Members without a token may pick a display name (?name=, unverified: shown without ``user``).
     room_display_names: bool = True
+
+    # Keys of the HTTP API (api.py, ``Authorization: Bearer <key>``): a JSON list of plain keys or salted
+    # hashes (as passwords); none: the API answers 401 to everyone. Also from a JSON file (a Secret).
+    publish_api_keys: list[str] = []
+    publish_api_keys_file: Path | None = None
+    # Per key and per replica: a token bucket of ``publish_rate`` requests a second, ``publish_burst`` saved.
+    publish_rate: float = Field(default=200.0, gt=0)
+    publish_burst: int = Field(default=400, ge=1)
 
     # Failed password attempts per (client address, room) inside the window before every further
     # attempt is refused without checking, until the window has passed.
@@ -102,3 +114,13 @@ class RoomsSettings(ServiceSettings):
                 raise ValueError(f"{self.room_passwords_file} must hold a JSON object of room id -> password")
             merged.update(data)
         return merged
+
+    def api_keys(self) -> list[str]:
+        """PUBLISH_API_KEYS and then PUBLISH_API_KEYS_FILE's (read at start: restart for a rotated Secret)."""
+        keys = list(self.publish_api_keys)
+        if self.publish_api_keys_file is not None:
+            data = json.loads(self.publish_api_keys_file.read_text(encoding="utf-8"))
+            if not isinstance(data, list) or not all(isinstance(k, str) for k in data):
+                raise ValueError(f"{self.publish_api_keys_file} must hold a JSON list of API keys")
+            keys += data
+        return keys
