@@ -126,6 +126,19 @@ def test_room_passwords_secret_is_generated_and_mounted_into_rooms(tmp_path: Pat
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
+def test_rooms_reads_tokens_and_api_keys_from_an_optional_secret(tmp_path: Path, overlay: str) -> None:
+    """Without the Secret the pods start (tokens refused, API 401); with it, its keys are the settings."""
+    rooms = by_kind(render(tmp_path, overlay), "Deployment")["rooms"]
+    refs = {
+        e["name"]: e["valueFrom"]["secretKeyRef"]
+        for e in container(rooms)["env"]
+        if "secretKeyRef" in e.get("valueFrom", {})
+    }
+    for name in ("TOKEN_SECRET", "TOKEN_PUBLIC_KEY", "PUBLISH_API_KEYS"):
+        assert refs[name] == {"name": "rooms-integration", "key": name, "optional": True}
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
 def test_deployments_are_hardened_probed_and_drain_before_they_stop(tmp_path: Path, overlay: str) -> None:
     objects = render(tmp_path, overlay)
     deployments = by_kind(objects, "Deployment")

@@ -330,7 +330,10 @@ RULES: list[tuple[str, Callable[[Context, Command], None]]] = [
     (r"^docker compose (ps|down)", compose_flags),
     (r"^docker build ", docker_build),
     (r"^kubectl apply -k |^kubectl kustomize \S+$", kustomize),
-    (r"^kubectl -n \S+ (get|port-forward) ", skip("needs a Kubernetes cluster")),
+    (
+        r"^kubectl -n \S+ (get|port-forward|create secret|rollout restart) ",
+        skip("needs a Kubernetes cluster"),
+    ),
     (r"^kubectl kustomize$", skip("names the tool, not a command")),
     (r"^bash deploy/smoke/podman-smoke\.sh$", smoke_script),
 ]
