@@ -16,15 +16,7 @@ from realtime.tasks import cancel_and_wait
 from gateway.page import mount_page
 from gateway.proxy import Proxy
 from gateway.settings import GatewaySettings
-from gateway.upstreams import UNIX, Address
-
-
-def shown(address: Address) -> str:
-    """A replica as ``UPSTREAMS`` spells it: ``host:port``, ``[v6]:port``, or ``unix:/path`` (no port)."""
-    host, port = address
-    if host.startswith(UNIX):
-        return host
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+from gateway.upstreams import shown
 
 
 def create_app(settings: GatewaySettings | None = None) -> FastAPI:
