@@ -56,6 +56,7 @@ class Refusal:
     status: int
     text: str
     headers: tuple[tuple[bytes, bytes], ...] = ()
+    content_type: bytes = b"text/plain; charset=utf-8"  # of ``text`` (an HTTP API answers JSON)
 
     def encode(self) -> bytes:
         body = (self.text + "\n").encode("utf-8")
@@ -63,7 +64,7 @@ class Refusal:
         lines = [b"HTTP/1.1 %d %s" % (self.status, phrase)]
         lines += [k + b": " + v for k, v in self.headers]
         lines += [
-            b"content-type: text/plain; charset=utf-8",
+            b"content-type: " + self.content_type,
             b"content-length: %d" % len(body),
             b"connection: close",
         ]

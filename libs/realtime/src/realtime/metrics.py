@@ -159,6 +159,7 @@ def status_class(status: int) -> str:
     """``201`` -> ``"2xx"``: the bounded status label (anything outside 100-599 is ``"5xx"``)."""
     return f"{status // 100}xx" if 100 <= status < 600 else "5xx"
 
+
 # The close-code label: one of the named codes, or "other" (a client may send any code 3000-4999).
 _KNOWN_CODES = frozenset(int(c) for c in CloseCode)
 
