@@ -179,7 +179,8 @@ class ForwardedRoute:
             logger.warning("%s - %s timed out on %s after %.1f s", peer, pool.name, scope["path"], seconds)
             return await answer(scope, receive, send, 504, "upstream timed out")
         except httpx.HTTPError as exc:
-            logger.warning("%s - %s failed on %s (%s)", peer, pool.name, scope["path"], _why(exc))
+            # Only the error's kind: once sent, its text could quote what the request carried.
+            logger.warning("%s - %s failed on %s (%s)", peer, pool.name, scope["path"], type(exc).__name__)
             return await answer(scope, receive, send, 502, "upstream failed")
         try:
             await send(
@@ -195,8 +196,8 @@ class ForwardedRoute:
         except httpx.HTTPError as exc:
             # The status went out already: all that is left is to cut the connection (uvicorn does,
             # seeing the exception), so the client cannot take a part of the body for all of it.
-            where = f"{pool.name} {shown(address)}"
-            logger.warning("%s - %s cut its answer to %s (%s)", peer, where, scope["path"], _why(exc))
+            where, why = f"{pool.name} {shown(address)}", type(exc).__name__
+            logger.warning("%s - %s cut its answer to %s (%s)", peer, where, scope["path"], why)
             raise UpstreamCut from None
         finally:
             await response.aclose()

@@ -136,6 +136,11 @@ class BoundedH11Protocol(H11Protocol):
     # --- the head deadline ----------------------------------------------------------------------
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        on_unix_socket = isinstance(transport.get_extra_info("sockname"), str)
+        if self.behind_gateway and self.client is None and on_unix_socket:
+            # A Unix-socket peer has no address; "unix" lets FORWARDED_ALLOW_IPS trust the gateway there, so
+            # plain HTTP sees the client the gateway names, as WebSockets do (realtime.serve).
+            self.client = ("unix", 0)
         self._arm_head_timer()
 
     def connection_lost(self, exc: Exception | None) -> None:
