@@ -48,6 +48,7 @@ async def gateway_with_upstream():
         upstream_probe_interval=0.2,
         routes={"/echo": "echo", "/close/{code}": "echo", "/abort": "echo", "/dead": "dead"},
         upstreams={"echo": [f"127.0.0.1:{up_port}"], "dead": [f"127.0.0.1:{dead_port}"]},
+        http_routes={},
     )
     try:
         async with serving(create_app(settings), settings, ws=GatewayWebSocketProtocol) as running:

@@ -2,14 +2,19 @@
 upgrade goes to ``GatewayWebSocketProtocol`` (splice.py), which is the first to contact an upstream."""
 
 import asyncio
+import functools
+import json
 import logging
 import time
 from typing import Any
+from urllib.parse import unquote
 
 import h11
 from realtime.heads import BoundedH11Protocol, Refusal
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from gateway.admission import Ticket, is_websocket_attempt, reserve_refusal, upgrade_refusal
+from gateway.admission import Ticket, header, is_websocket_attempt, reserve_refusal, upgrade_refusal
+from gateway.http_forward import PEER
 from gateway.proxy import Proxy
 
 logger = logging.getLogger("gateway.admission")
@@ -41,12 +46,35 @@ REFUSALS = RefusalLog()
 # (RFC 6455 400/426, head limits 414/431, what h11 rejects).
 CAP_STATUSES = frozenset((408, 429, 503))
 ORIGIN_STATUS = 403
+BODY_STATUS = 413  # a forwarded HTTP request's body over HTTP_MAX_BODY: counted as an HTTP answer instead
 
 
 def refusal_reason(status: int) -> str:
     if status in CAP_STATUSES:
         return "cap"
     return "origin" if status == ORIGIN_STATUS else "malformed"
+
+
+def body_refusal(proxy: Proxy, event: h11.Request) -> Refusal | None:
+    """413 for a forwarded request whose Content-Length is over HTTP_MAX_BODY, before its body is read
+    (a refusal lingers, so the client can read it while it still sends). A chunked body is bounded where
+    it is read (http_forward.py)."""
+    length = header(event, b"content-length")  # h11 has checked that it is a number
+    if length is None or int(length) <= proxy.settings.http_max_body:
+        return None
+    pool = proxy.http_pool_for(unquote(event.target.split(b"?", 1)[0].decode("latin-1")))
+    if pool is None:
+        return None
+    proxy.http_answered(pool, BODY_STATUS)
+    detail = json.dumps({"detail": "request body too large"})
+    return Refusal(BODY_STATUS, detail, content_type=b"application/json")
+
+
+async def _keep_peer(app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
+    """Keep the TCP peer in the scope: uvicorn's proxy headers replace ``client`` with the address a
+    trusted proxy names, and forwarding needs to know who connected (to extend or replace the chain)."""
+    scope[PEER] = scope.get("client")
+    await app(scope, receive, send)
 
 
 class GatewayHttpProtocol(BoundedH11Protocol):
@@ -56,6 +84,7 @@ class GatewayHttpProtocol(BoundedH11Protocol):
         super().__init__(config, server_state, app_state, _loop)
         self.proxy: Proxy | None = app_state.get("proxy")
         self.ticket: Ticket | None = None
+        self.app = functools.partial(_keep_peer, self.app)
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -88,7 +117,7 @@ class GatewayHttpProtocol(BoundedH11Protocol):
         super().refuse(refusal)
 
     def _count_refusal(self, status: int) -> None:
-        if self.proxy is not None:
+        if self.proxy is not None and status != BODY_STATUS:
             self.proxy.refusals[refusal_reason(status)].inc()
 
     def check_request(self, event: h11.Request) -> Refusal | None:
@@ -111,7 +140,7 @@ class GatewayHttpProtocol(BoundedH11Protocol):
                 return refusal
         if is_websocket_attempt(event):
             return upgrade_refusal(event) or proxy.origins.refusal(event)
-        return None
+        return body_refusal(proxy, event)
 
     def handle_websocket_upgrade(self, event: h11.Request) -> None:
         """Hand the connection, and its place in the counts, to the WebSocket protocol."""

@@ -15,6 +15,25 @@ from gateway.upstreams import UpstreamPool
 
 logger = logging.getLogger(__name__)
 
+FORWARDED = (b"x-forwarded-for", b"x-forwarded-proto", b"x-real-ip")
+
+
+def forwarded_headers(
+    headers: list[tuple[bytes, bytes]], peer: str, trusted: bool
+) -> list[tuple[bytes, bytes]]:
+    """A request's header fields (lower-case names) as an upstream gets them, with X-Forwarded-For and
+    -Proto set: an untrusted peer's own X-Forwarded-*/X-Real-IP are replaced by its address and ``http``
+    (it could claim any address), a trusted proxy's chain is extended by the proxy's address."""
+    previous = None
+    if trusted:
+        previous = next((v for k, v in headers if k == b"x-forwarded-for"), None)
+    kept = [(k, v) for k, v in headers if k != b"x-forwarded-for" and (trusted or k not in FORWARDED)]
+    chain = (previous + b", " if previous else b"") + peer.encode("latin-1")
+    kept.append((b"x-forwarded-for", chain))
+    if not trusted:
+        kept.append((b"x-forwarded-proto", b"http"))
+    return kept
+
 
 class Proxy:
     def __init__(self, settings: GatewaySettings) -> None:
@@ -27,6 +46,15 @@ class Proxy:
         missing = {r.upstream for r in self.routes.routes} - set(self.pools)
         if missing:
             raise ValueError(f"routes name upstreams with no replicas configured: {sorted(missing)}")
+        missing = set(settings.http_routes.values()) - set(self.pools)
+        if missing:
+            raise ValueError(f"HTTP_ROUTES name upstreams with no replicas configured: {sorted(missing)}")
+        # Plain HTTP path prefix -> pool, the longest prefix first (it wins over a shorter one).
+        self.http_routes = {
+            prefix: self.pools[name]
+            for prefix, name in sorted(settings.http_routes.items(), key=lambda item: -len(item[0]))
+        }
+        self._http_answers: dict[tuple[str, str], Any] = {}  # (upstream, status class) -> counter child
         self.connections = 0  # client WebSocket sessions being spliced right now
         self._trust_all = "*" in settings.forwarded_allow_ips
         self._trusted = [ip_network(n, strict=False) for n in settings.forwarded_allow_ips if n != "*"]
@@ -48,6 +76,23 @@ class Proxy:
     def pool_for(self, path: str) -> UpstreamPool | None:
         name = self.routes.upstream_for(path)
         return None if name is None else self.pools[name]
+
+    def http_pool_for(self, path: str) -> UpstreamPool | None:
+        """The upstream that plain HTTP requests to ``path`` (decoded, no query) are forwarded to."""
+        for prefix, pool in self.http_routes.items():
+            if path.startswith(prefix):
+                return pool
+        return None
+
+    def http_answered(self, pool: UpstreamPool, status: int) -> None:
+        """Count one forwarded request's answer (realtime_gateway_http_requests)."""
+        if not self.settings.metrics:
+            return
+        key = (pool.name, metrics.status_class(status))
+        counter = self._http_answers.get(key)
+        if counter is None:
+            counter = self._http_answers[key] = metrics.GATEWAY_HTTP_REQUESTS.labels(*key)
+        counter.inc()
 
     def trusts(self, peer: str) -> bool:
         """Whether this peer's own X-Forwarded-* headers are believed (an ingress in front of us)."""
@@ -73,8 +118,9 @@ class Proxy:
 
     @property
     def ready(self) -> bool:
-        """Every routed upstream has at least one replica answering its health check."""
-        return all(self.pools[r.upstream].any_reachable for r in self.routes.routes)
+        """Every routed upstream (WebSocket or HTTP) has at least one replica answering its health check."""
+        routed = {r.upstream for r in self.routes.routes} | {p.name for p in self.http_routes.values()}
+        return all(self.pools[name].any_reachable for name in routed)
 
     async def probe_forever(self) -> None:
         interval = self.settings.upstream_probe_interval

@@ -39,6 +39,17 @@ class GatewaySettings(ServiceSettings):
     # "*" allows every origin. A request without Origin (not a browser) is always allowed.
     allowed_origins: Annotated[list[str], NoDecode] = []
 
+    # Plain HTTP (not WebSocket) path prefix -> upstream name: a request whose path starts with the prefix
+    # is forwarded to that upstream's replicas (method, path, query and body unchanged; http_forward.py).
+    http_routes: dict[str, str] = {"/api/": "rooms"}
+    # Largest request body forwarded, in bytes; larger -> 413 (by Content-Length before the body is read,
+    # chunked once this much has arrived). Keep it above the rooms' WS_MAX_SIZE plus JSON's escaping.
+    http_max_body: int = Field(default=1024 * 1024, ge=1024)
+    # Seconds an upstream may take to answer a forwarded request (and between two reads of its body), and
+    # a client to send its body; an upstream that does not answer in time -> 504 (never retried: the
+    # request may have been acted on).
+    http_forward_timeout: float = Field(default=10.0, gt=0)
+
     @field_validator("upstreams", mode="before")
     @classmethod
     def _split_replica_lists(cls, value: object) -> object:
@@ -49,6 +60,14 @@ class GatewaySettings(ServiceSettings):
                 else replicas
                 for name, replicas in value.items()
             }
+        return value
+
+    @field_validator("http_routes")
+    @classmethod
+    def _check_prefixes(cls, value: dict[str, str]) -> dict[str, str]:
+        for prefix in value:
+            if not prefix.startswith("/") or prefix == "/":
+                raise ValueError(f"HTTP route prefix {prefix!r} must start with / and name a path below /")
         return value
 
     @field_validator("forwarded_allow_ips", "allowed_origins", mode="before")

@@ -24,7 +24,7 @@ from realtime.serve import GracefulWebSocketProtocol
 
 from gateway.admission import Ticket
 from gateway.frames import FrameTracker, accept_key, close_frame
-from gateway.proxy import Proxy
+from gateway.proxy import Proxy, forwarded_headers
 from gateway.upstreams import Address, UpstreamPool, open_transport
 
 logger = logging.getLogger("gateway.access")
@@ -70,13 +70,7 @@ class Request:
         return None
 
     def for_upstream(self, peer: str, trusted: bool) -> bytes:
-        forwarded = (b"x-forwarded-for", b"x-forwarded-proto", b"x-real-ip")
-        headers = [(k, v) for k, v in self.headers if trusted or k not in forwarded]
-        previous = self.header(b"x-forwarded-for") if trusted else None
-        chain = (previous + b", " if previous else b"") + peer.encode("latin-1")
-        headers = [(k, v) for k, v in headers if k != b"x-forwarded-for"] + [(b"x-forwarded-for", chain)]
-        if not trusted:
-            headers.append((b"x-forwarded-proto", b"http"))
+        headers = forwarded_headers(self.headers, peer, trusted)  # type: ignore[arg-type]
         lines = [self.method + b" " + self.target + b" HTTP/1.1"] + [k + b": " + v for k, v in headers]
         return b"\r\n".join(lines) + b"\r\n\r\n"
 

@@ -30,6 +30,14 @@ def parse_target(target: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def shown(address: Address) -> str:
+    """A replica as ``UPSTREAMS`` spells it: ``host:port``, ``[v6]:port``, or ``unix:/path`` (no port)."""
+    host, port = address
+    if host.startswith(UNIX):
+        return host
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def _is_literal(host: str) -> bool:
     """An IP address or a Unix socket: nothing to resolve."""
     return host.startswith(UNIX) or _is_ip(host)

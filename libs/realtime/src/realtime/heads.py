@@ -56,6 +56,7 @@ class Refusal:
     status: int
     text: str
     headers: tuple[tuple[bytes, bytes], ...] = ()
+    content_type: bytes = b"text/plain; charset=utf-8"  # of ``text`` (an HTTP API answers JSON)
 
     def encode(self) -> bytes:
         body = (self.text + "\n").encode("utf-8")
@@ -63,7 +64,7 @@ class Refusal:
         lines = [b"HTTP/1.1 %d %s" % (self.status, phrase)]
         lines += [k + b": " + v for k, v in self.headers]
         lines += [
-            b"content-type: text/plain; charset=utf-8",
+            b"content-type: " + self.content_type,
             b"content-length: %d" % len(body),
             b"connection: close",
         ]
@@ -135,6 +136,11 @@ class BoundedH11Protocol(H11Protocol):
     # --- the head deadline ----------------------------------------------------------------------
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        on_unix_socket = isinstance(transport.get_extra_info("sockname"), str)
+        if self.behind_gateway and self.client is None and on_unix_socket:
+            # A Unix-socket peer has no address; "unix" lets FORWARDED_ALLOW_IPS trust the gateway there, so
+            # plain HTTP sees the client the gateway names, as WebSockets do (realtime.serve).
+            self.client = ("unix", 0)
         self._arm_head_timer()
 
     def connection_lost(self, exc: Exception | None) -> None:

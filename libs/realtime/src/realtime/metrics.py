@@ -151,6 +151,18 @@ GATEWAY_SPLICES_OPEN = Gauge(
 )
 REFUSAL_REASONS = ("cap", "origin", "malformed", "no_upstream")
 GATEWAY_REFUSALS = Counter("realtime_gateway_refusals", "upgrades the gateway refused, by reason", ["reason"])
+GATEWAY_HTTP_REQUESTS = Counter(
+    "realtime_gateway_http_requests",
+    "plain HTTP requests under an HTTP route, by upstream and the status class the client got (the "
+    "upstream's, or the gateway's own 413, 502, 503, 504)",
+    ["upstream", "status"],
+)
+
+
+def status_class(status: int) -> str:
+    """``201`` -> ``"2xx"``: the bounded status label (anything outside 100-599 is ``"5xx"``)."""
+    return f"{status // 100}xx" if 100 <= status < 600 else "5xx"
+
 
 # The close-code label: one of the named codes, or "other" (a client may send any code 3000-4999).
 _KNOWN_CODES = frozenset(int(c) for c in CloseCode)

@@ -11,6 +11,7 @@ from typing import Any
 import uvicorn
 from fastapi import FastAPI
 
+from realtime.heads import BoundedH11Protocol
 from realtime.serve import GracefulWebSocketProtocol, uvicorn_config
 from realtime.settings import ServiceSettings
 
@@ -37,10 +38,16 @@ class Served:
 
 @contextlib.asynccontextmanager
 async def serving(
-    app: FastAPI, settings: ServiceSettings, *, ws: type = GracefulWebSocketProtocol, deadline: float = 10.0
+    app: FastAPI,
+    settings: ServiceSettings,
+    *,
+    ws: type = GracefulWebSocketProtocol,
+    http: type = BoundedH11Protocol,
+    deadline: float = 10.0,
 ) -> AsyncIterator[Served]:
-    """Run ``app`` on ``settings.host:settings.port`` until the block ends, then shut it down."""
-    server = uvicorn.Server(uvicorn_config(lambda: app, settings, ws=ws))
+    """Run ``app`` on ``settings.host:settings.port`` until the block ends, then shut it down (``ws``,
+    ``http``: the protocols, as ``realtime.serve.serve`` takes them)."""
+    server = uvicorn.Server(uvicorn_config(lambda: app, settings, ws=ws, http=http))
     task = asyncio.create_task(server.serve())
     async with asyncio.timeout(deadline):
         while not server.started:
