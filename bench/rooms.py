@@ -9,6 +9,10 @@ Each target in turn (never two at once), one load generator process (bench/rooms
 (10 messages/s, 10 s), end-to-end latency p50/p99. Saturated: closed loop with 16 messages in flight,
 deliveries per second. Bounded: every process started here is stopped, each load run has a deadline.
 
+Publishing from a backend (our fast configuration only): the same 1 000 members, and the messages come
+from the publish API through the gateway's HTTP path (``POST /api/rooms/<room>/messages``, one keep-alive
+client), paced and saturated as above: publishes/s, and publish-to-delivery latency at every member.
+
 Catch-up (our fast configuration only): a JSON member leaves, 1 000 messages are stored meanwhile, and it
 comes back through the gateway with ``since``: the time from its connect until it has all 1 000.
 
@@ -21,6 +25,7 @@ comes back through the gateway with ``since``: the time from its connect until i
 import asyncio
 import json
 import os
+import secrets
 import socket
 import subprocess
 import sys
@@ -52,7 +57,10 @@ OURS_WORKERS = {
 }
 
 
-def run_load(url: str) -> dict:
+PUBLISHING = "publish API through the gateway's HTTP path (same stack as the first row)"
+
+
+def run_load(url: str, publish: str | None = None, env: dict[str, str] | None = None) -> dict:
     argv = [
         sys.executable,
         "-m",
@@ -65,7 +73,16 @@ def run_load(url: str) -> dict:
     ]
     argv += ["--seconds", str(SECONDS), "--paced-seconds", str(PACED_SECONDS)]
     argv += ["--offered", str(OFFERED), "--window", str(WINDOW)]
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=LOAD_DEADLINE, check=False)
+    if publish is not None:
+        argv += ["--publish", publish]
+    done = subprocess.run(
+        argv,
+        capture_output=True,
+        text=True,
+        timeout=LOAD_DEADLINE,
+        check=False,
+        env=os.environ | (env or {}),
+    )
     if done.returncode != 0:
         raise RuntimeError(f"load generator failed ({done.returncode}):\n{done.stderr[-2000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -111,6 +128,8 @@ def run_baseline(app: str, path: str) -> dict:
 
 def run_ours(gateway_workers: str, unix_sockets: bool, catch_up: bool = False) -> dict:
     env = {"LOG_LEVEL": "warning", "ACCESS_LOG": "false", "MESSAGE_RATE": "100000", "MESSAGE_BURST": "100000"}
+    key = secrets.token_urlsafe(32)
+    env |= {"PUBLISH_API_KEYS": json.dumps([key]), "PUBLISH_RATE": "100000", "PUBLISH_BURST": "100000"}
     env["GATEWAY_WORKERS"] = gateway_workers
     env["ROOM_HISTORY_SIZE"] = str(2 * MISSED)  # the member's last seen message stays in the history
     config = StackConfig.for_tests("rooms=2", **env)
@@ -119,6 +138,12 @@ def run_ours(gateway_workers: str, unix_sockets: bool, catch_up: bool = False) -
         result = run_load(f"{stack.gateway_url}/ws/bench")
         if catch_up:
             result["catch_up_s"] = asyncio.run(measure_catch_up(stack.gateway_url, MISSED))
+            http = stack.gateway_url.replace("ws://", "http://", 1)
+            publish = f"{http}/api/rooms/bench-api/messages"
+            print(f"{PUBLISHING} ...", file=sys.stderr, flush=True)
+            result["publishing"] = run_load(
+                f"{stack.gateway_url}/ws/bench-api", publish=publish, env={"BENCH_API_KEY": key}
+            )
         return result
 
 
@@ -154,6 +179,8 @@ def main() -> None:
     for name, (workers, unix_sockets) in OURS_WORKERS.items():
         print(f"{name} ...", file=sys.stderr, flush=True)
         results[name] = run_ours(workers, unix_sockets, catch_up=name == OURS)
+        if "publishing" in results[name]:
+            results[PUBLISHING] = results[name].pop("publishing")
     for name, (app, path) in BASELINES.items():
         print(f"{name} ...", file=sys.stderr, flush=True)
         results[name] = run_baseline(app, path)
@@ -177,13 +204,22 @@ def print_table(results: dict[str, dict]) -> None:
             f"| {name} | {sat['deliveries_per_s']:,.0f} | {sat['p50_ms']:.1f} / {sat['p99_ms']:.1f} | "
             f"{paced['p50_ms']:.1f} / {paced['p99_ms']:.1f} | {sat['lost'] + paced['lost']} |"
         )
+    if PUBLISHING in results:
+        sat, paced, published = (results[PUBLISHING][k] for k in ("saturate", "paced", "published"))
+        rate = sat["messages"] / sat["seconds"]
+        print(
+            f"\nPublishing through the gateway's HTTP path: {rate:,.0f} publishes/s saturated "
+            f"(window {WINDOW}, each to {MEMBERS:,} members), publish-to-delivery p50 / p99 "
+            f"{paced['p50_ms']:.1f} / {paced['p99_ms']:.1f} ms paced at {OFFERED / MEMBERS:,.0f} "
+            f"publishes/s; {published['stored']:,} answered 201, refused: {published['refused'] or 'none'}."
+        )
     if "catch_up_s" in results[OURS]:
         print(
             f"\nCatch-up through the gateway ({OURS}): a member back with `since` had its {MISSED:,} "
             f"missed messages after {results[OURS]['catch_up_s'] * 1000:.0f} ms."
         )
     manager = results["FastAPI ConnectionManager (1 process)"]
-    for ours_name in OURS_WORKERS:
+    for ours_name in OURS_WORKERS:  # the publishing row is ours too, but not a like-for-like baseline race
         ours = results[ours_name]
         print(f"\n{ours_name}:")
         for name in BASELINES:

@@ -5,6 +5,10 @@ first ``--senders`` of them also send. Raw asyncio protocols on uvloop keep its 
 written with the all-zero mask key and only the marker ``@<id>:<send time ns>|`` of each text frame is
 read, wherever the server put it. Every delivery gives one end-to-end latency (send to receipt, one clock).
 
+With ``--publish URL`` the messages come from the app's backend instead: ``POST URL`` (the publish API,
+``Authorization: Bearer $BENCH_API_KEY``) with the marker as the text, over one keep-alive HTTP client, so
+each latency is publish to delivery. Every member then only listens.
+
 Phases (one JSON object on stdout at the end):
 - ``paced``: messages at a steady rate, ``--offered`` deliveries per second (rate = offered / members),
   spread round robin over the senders (open loop);
@@ -15,8 +19,11 @@ Phases (one JSON object on stdout at the end):
 import argparse
 import asyncio
 import json
+import os
 import sys
 import time
+
+import httpx
 
 from bench.measure import percentile
 from bench.wsclient import OP_CLOSE, OP_TEXT, RawClient, client_frame, open_clients, raise_fd_limit
@@ -86,6 +93,41 @@ class Member(RawClient):
             self.tracker.closed += 1
 
 
+class Publisher:
+    """Sends through the publish API: each message one POST, answered 201 once stored."""
+
+    def __init__(self, tracker: Tracker, url: str, key: str) -> None:
+        self.tracker = tracker
+        self.url = url
+        self.http = httpx.AsyncClient(
+            headers={"Authorization": f"Bearer {key}"},
+            limits=httpx.Limits(max_connections=64, max_keepalive_connections=64),
+            timeout=10.0,
+        )
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.stored = 0
+        self.refused: dict[int, int] = {}  # status -> count
+
+    def send(self, msg_id: int) -> None:
+        marker = b"@%d:%d|" % (msg_id, time.perf_counter_ns())
+        self.tracker.sent(msg_id)
+        task = asyncio.create_task(self._post(marker.ljust(PAYLOAD_SIZE, b"x").decode()))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _post(self, text: str) -> None:
+        response = await self.http.post(self.url, json={"text": text})
+        if response.status_code == 201:
+            self.stored += 1
+        else:
+            self.refused[response.status_code] = self.refused.get(response.status_code, 0) + 1
+
+    async def close(self) -> None:
+        if self.tasks:
+            await asyncio.wait(self.tasks, timeout=10.0)
+        await self.http.aclose()
+
+
 async def drain(tracker: Tracker, deadline: float = 5.0) -> None:
     end = time.monotonic() + deadline
     while tracker.remaining and time.monotonic() < end:  # noqa: ASYNC110 (bounded poll)
@@ -110,7 +152,12 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
     started = time.perf_counter()
     members = await open_clients(args.url, args.members, lambda request: Member(tracker, request))
     connect_s = time.perf_counter() - started
-    senders = members[: args.senders]
+    publisher = None
+    if args.publish:
+        publisher = Publisher(tracker, args.publish, os.environ.get("BENCH_API_KEY", ""))
+        senders: list[Member] | list[Publisher] = [publisher]
+    else:
+        senders = members[: args.senders]
     loop = asyncio.get_running_loop()
     next_id = 0
 
@@ -164,6 +211,10 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
     saturate = phase_result(tracker, deliveries, elapsed, sent)
     saturate["window"] = args.window
 
+    published: dict[str, object] = {}
+    if publisher is not None:
+        await publisher.close()
+        published = {"stored": publisher.stored, "refused": publisher.refused}
     for member in members:
         member.close()
     await asyncio.sleep(0.3)
@@ -176,7 +227,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         "closed_by_server": tracker.closed,
         "paced": paced,
         "saturate": saturate,
-    }
+    } | ({"published": published} if published else {})
 
 
 def main() -> None:
@@ -188,6 +239,7 @@ def main() -> None:
     parser.add_argument("--paced-seconds", type=float, default=10.0, help="length of the paced phase")
     parser.add_argument("--offered", type=float, default=10_000.0, help="deliveries/s offered when paced")
     parser.add_argument("--window", type=int, default=16, help="messages in flight when saturated")
+    parser.add_argument("--publish", help="http://.../api/rooms/<room>/messages: publish through the API")
     args = parser.parse_args()
     raise_fd_limit()
     try:
