@@ -10,10 +10,12 @@ import asyncio
 import json
 import re
 import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import jwt
 import pytest
 import realtime_client
 import yaml
@@ -30,6 +32,7 @@ ROOT = Path(__file__).parent.parent
 DOC = yaml.safe_load((ROOT / "docs" / "asyncapi.yaml").read_text())
 # Internal only: a replica's heartbeat on NATS, never forwarded to a client as such.
 INTERNAL_TYPES = {envelopes.COUNT}
+TOKEN_SECRET = "asyncapi-token-secret-0123456789-abcdef"
 
 
 def close_table() -> dict[int, dict[str, Any]]:
@@ -96,7 +99,9 @@ def test_the_query_parameters_are_described() -> None:
 # --- real frames from the running stack ------------------------------------------------------------
 @pytest.fixture(scope="module")
 def stack() -> Iterator[Stack]:
-    with make_stack("rooms=2", PULSE_INTERVAL="0.5", PRESENCE_INTERVAL="0.5") as running:
+    with make_stack(
+        "rooms=2", PULSE_INTERVAL="0.5", PRESENCE_INTERVAL="0.5", TOKEN_SECRET=TOKEN_SECRET
+    ) as running:
         yield running
 
 
@@ -127,6 +132,29 @@ async def test_real_room_frames_validate(stack: Stack) -> None:
             resumed = await next_of(back, "welcome")
             assert resumed["recovered"] is True
             assert_valid("welcome", resumed)
+
+
+async def test_real_frames_with_user_and_name_validate(stack: Stack) -> None:
+    """A token member (``user`` and ``name``) and a display-named member (``name`` only): their welcome,
+    messages, joins and leaves, as another member receives them, carry the fields and validate."""
+    claims = {"sub": "user-7", "name": "Ada L.", "rooms": ["named"], "exp": int(time.time()) + 300}
+    token = jwt.encode(claims, TOKEN_SECRET, algorithm="HS256")
+    room = f"{stack.gateway_url}/ws/named?format=json"
+    async with await ws(room) as watcher:
+        await next_of(watcher, "welcome")
+        for query, who in (
+            (f"&token={token}", {"user": "user-7", "name": "Ada L."}),
+            ("&name=Guest", {"name": "Guest"}),
+        ):
+            async with await ws(room + query) as member:
+                welcome = await next_of(member, "welcome")
+                join = await next_of(watcher, "join")
+                await member.send(json.dumps({"text": "named", "id": f"named-{welcome['you']}"}))
+                message = await next_of(watcher, "message")
+            leave = await next_of(watcher, "leave")
+            for kind, frame in (("welcome", welcome), ("join", join), ("message", message), ("leave", leave)):
+                assert {k: frame[k] for k in ("user", "name") if k in frame} == who, (kind, frame)
+                assert_valid(kind, frame)
 
 
 async def test_a_real_members_event_validates(stack: Stack) -> None:
@@ -162,6 +190,10 @@ def test_a_schema_rejects_what_it_should() -> None:
     """The schemas have teeth: an unknown field or a missing seq fails."""
     assert list(validator("message").iter_errors({"type": "message", "text": "x"}))
     assert list(validator("ack").iter_errors({"type": "ack", "id": "1", "seq": 1, "extra": True}))
+    join = {"type": "join", "room": "r", "member": "m", "ts": 1.0, "count": 1}
+    assert not list(validator("join").iter_errors(join | {"user": "u", "name": "n"}))
+    assert list(validator("join").iter_errors(join | {"user": None}))  # absent, never null
+    assert list(validator("join").iter_errors(join | {"name": ""}))
 
 
 def test_the_clients_follow_the_documents_close_table() -> None:

@@ -1,5 +1,6 @@
 """The web page at / in a real browser (Debian's chromium driven by Playwright) against the real stack."""
 
+import asyncio
 import json
 import os
 import shutil
@@ -7,12 +8,15 @@ import signal
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
+from typing import Any, TypeVar
 
+import jwt
 import pytest
 from devstack.stack import Stack
 from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
+from realtime_client import Message, Room
 from websockets.sync.client import connect as sync_connect
 
 from tests.conftest import make_stack
@@ -28,6 +32,8 @@ CHROMIUM_ARGS = [
 ]
 SCREENSHOTS = Path(__file__).parent.parent / ".stack" / "screenshots"
 DEADLINE_MS = 15_000
+TOKEN_SECRET = "browser-token-secret-0123456789-abcdef"
+T = TypeVar("T")
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -57,7 +63,9 @@ def ensure_chromium() -> str:
 
 @pytest.fixture(scope="module")
 def stack() -> Iterator[Stack]:
-    with make_stack(ROOM_PASSWORDS='{"VIP": "secret123"}', PULSE_INTERVAL="1") as running:
+    with make_stack(
+        "rooms=2", ROOM_PASSWORDS='{"VIP": "secret123"}', PULSE_INTERVAL="1", TOKEN_SECRET=TOKEN_SECRET
+    ) as running:
         yield running
 
 
@@ -101,8 +109,9 @@ def open_page(browser: Browser, stack: Stack, console: Console, **viewport: int)
     return page
 
 
-def join(page: Page, room: str, password: str = "") -> None:
+def join(page: Page, room: str, password: str = "", name: str = "") -> None:
     page.fill("#room-input", room)
+    page.fill("#name-input", name)
     page.fill("#pass-input", password)
     page.click("#join-button")
 
@@ -296,4 +305,121 @@ def test_room_page_shows_every_message_once_in_order_across_its_replica_restarti
         assert shown == sender.acked  # every message once, in order, none from the gap missing
         seqs = page.evaluate(f"{lines}.map(li => +li.dataset.seq)")
         assert seqs == sorted(set(seqs))
+        page.context.close()
+
+
+# --- names: a display name from the page, a token member's name on the page ------------------------
+def mint(user: str, name: str, key: str = TOKEN_SECRET) -> str:
+    claims = {"sub": user, "name": name, "rooms": "*", "exp": int(time.time()) + 300}
+    return jwt.encode(claims, key, algorithm="HS256")
+
+
+class Loop:
+    """An asyncio loop in its own thread for the Python client (Playwright's sync API owns this one)."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float = DEADLINE_MS / 1000) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+
+def _members_by_replica(stack: Stack) -> dict[str, int]:
+    return {r.name: _room_members(r.port) for r in stack.replicas("rooms") if r.running}
+
+
+def _poll(predicate: Callable[[], bool], what: str, deadline: float = DEADLINE_MS / 1000) -> None:
+    """conftest's wait_until refuses to run under a loop, and Playwright's sync API keeps one here."""
+    end = time.monotonic() + deadline
+    while not predicate():
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def test_the_page_joins_with_a_name_and_shows_a_token_members_name(
+    browser: Browser, stack: Stack, console: Console
+) -> None:
+    """The page's display name reaches a Python client member on the other replica, and that member's
+    token name (with markup in it: shown as text, never parsed) shows on the page."""
+    page = open_page(browser, stack, console)
+    _poll(lambda: sum(_members_by_replica(stack).values()) == 0, "earlier tests' members to leave")
+    join(page, "named-room", name="Grace H.")
+    expect(page.locator("#chat-state")).to_have_attribute("data-state", "live", timeout=DEADLINE_MS)
+    expect(page.locator("#chat-log")).to_contain_text("joined named-room as Grace H.", timeout=DEADLINE_MS)
+    expect(page.locator("#chat-meta")).to_contain_text("as Grace H.")
+    on_page = _page_replica(stack)
+    other = next(r for r in stack.replicas("rooms") if r.name != on_page)
+    loop = Loop()
+    tricky = "Ada <b>L.</b> <img src=x onerror=alert(1)>"
+    member = Room(f"ws://127.0.0.1:{other.port}", "named-room", token=mint("ada", tricky))
+    try:
+        loop.run(member.__aenter__())
+        assert member.welcome is not None and member.welcome.name == tricky
+        expect(page.locator("#chat-log")).to_contain_text(f"{tricky} joined", timeout=DEADLINE_MS)
+
+        async def next_message() -> Message:
+            return await anext(aiter(member))
+
+        page.fill("#say-input", "hello from Grace")
+        page.press("#say-input", "Enter")
+        heard = loop.run(next_message())
+        assert (heard.text, heard.name, heard.user) == ("hello from Grace", "Grace H.", None)
+        loop.run(member.send("hi Grace"))
+        line = page.locator("#chat-log li", has_text="hi Grace")
+        expect(line.locator(".who")).to_have_text(tricky, timeout=DEADLINE_MS)
+        expect(line.locator(".who")).to_have_attribute("data-user", "ada")
+        assert page.locator("#chat-log b, #chat-log img").count() == 0  # text, not markup
+    finally:
+        loop.run(member.close())
+        loop.close()
+    page.context.close()
+
+
+def test_realtime_js_token_function_and_a_refused_token(
+    browser: Browser, stack: Stack, console: Console
+) -> None:
+    """realtime.js: an async token function is asked before the connect and the welcome names its user;
+    a refused (forged) token is final: 4001, one socket, the function asked once."""
+    page = open_page(browser, stack, console)
+    sockets: list[str] = []
+    page.on("websocket", lambda ws: sockets.append(ws.url))
+    script = """async ([token, room]) => {
+      const { Room } = await import("/static/realtime.js");
+      let calls = 0;
+      return await new Promise((resolve) => {
+        const member = new Room(room, {
+          token: async () => { calls += 1; return token; },
+          onWelcome: (welcome) => { member.close(); resolve({ welcome, calls }); },
+          onFinalClose: (event) => resolve({ code: event.code, reason: event.reason, calls }),
+        });
+        member.open();
+      });
+    }"""
+    good = page.evaluate(script, [mint("lin", "Lin Y."), "js-token"])
+    assert (good["welcome"]["user"], good["welcome"]["name"], good["calls"]) == ("lin", "Lin Y.", 1)
+    forged = page.evaluate(script, [mint("lin", "Lin Y.", key="f" * 40), "js-refused"])
+    assert forged == {"code": 4001, "reason": "invalid token", "calls": 1}
+    page.wait_for_timeout(1500)  # longer than the first backoff: a retry would have opened a socket
+    assert len([url for url in sockets if "/ws/js-refused" in url]) == 1
+    page.context.close()
+
+
+def test_a_display_name_refused_by_the_room_shows_the_reason(browser: Browser, console: Console) -> None:
+    with make_stack(PULSE_INTERVAL="1", ROOM_DISPLAY_NAMES="false") as own:
+        page = open_page(browser, own, console)
+        join(page, "lobby", name="Grace H.")
+        expect(page.locator("#chat-notice")).to_have_text(
+            "The room refused the name: display names need a token.", timeout=DEADLINE_MS
+        )
+        expect(page.locator("#chat-state")).to_have_text("closed: display names need a token (1008)")
+        join(page, "lobby")  # without a name it joins
+        expect(page.locator("#chat-state")).to_have_attribute("data-state", "live", timeout=DEADLINE_MS)
         page.context.close()

@@ -3,7 +3,10 @@
     async with Room("ws://127.0.0.1:8000", "lobby", password="...") as room:
         seq = await room.send("hello")        # the stored seq, once acknowledged
         async for message in room:            # every message once, in seq order, across reconnects
-            print(message.seq, message.sender, message.text)
+            print(message.seq, message.name or message.sender, message.text)
+
+    async with Room(url, "lobby", token=get_token) as room:  # a JWT, or a callable asked at every connect
+        ...
 
     async for pulse in Pulse("ws://127.0.0.1:8000"):
         print(pulse["tick"], pulse["cpu"])
@@ -14,7 +17,7 @@ protocol's (docs/asyncapi.yaml, ``x-close-codes``).
 
 from realtime_client.closes import FINAL, RECONNECT, Backoff, Closed, Forbidden, InvalidToken, RoomClosed
 from realtime_client.pulse import Pulse
-from realtime_client.room import Gap, Message, Presence, Room, Welcome
+from realtime_client.room import Gap, Message, Presence, Room, TokenSource, Welcome
 
 __all__ = [
     "FINAL",
@@ -29,5 +32,6 @@ __all__ = [
     "Pulse",
     "Room",
     "RoomClosed",
+    "TokenSource",
     "Welcome",
 ]

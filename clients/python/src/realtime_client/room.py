@@ -7,16 +7,24 @@ seq is not above the last one delivered is dropped. When a resume cannot be comp
 ``recovered: false``), a ``Gap`` is recorded in ``room.gaps``, passed to ``on_gap`` and yielded by
 ``room.events()``. Sends carry an id (``<client id>-<n>``) and are sent again with the same id after each
 reconnect until acknowledged; the server stores an id once, so ``send()`` returns the one stored seq.
-A final close (4003, 4004, 1008, 1009, ...) ends the session: the iterator, ``send()`` and entering the
-``async with`` raise ``Forbidden``/``RoomClosed`` with the code and reason, and nothing is retried.
+A final close (4001, 4003, 4004, 1008, 1009, ...) ends the session: the iterator, ``send()`` and entering
+the ``async with`` raise ``InvalidToken``/``Forbidden``/``RoomClosed`` with the code and reason, and nothing
+is retried.
+
+Identity: ``token=`` is an identity token (a JWT from the app's own login), given as a string or as a
+callable (plain or async) that returns one; a callable is called before every connection attempt, so a
+reconnect an hour later sends a fresh token, not an expired one. ``name=`` is an unverified display name
+for a member without a token (``?name=``; the server ignores it when a token is given). Messages,
+presence events and the welcome carry the sender's ``user`` (a token's ``sub``) and ``name`` when known.
 """
 
 import asyncio
 import contextlib
+import inspect
 import itertools
 import json
 import secrets
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
@@ -25,7 +33,7 @@ from urllib.parse import quote, urlencode
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
-from realtime_client.closes import ABNORMAL, Backoff, Closed, closed_error, should_reconnect
+from realtime_client.closes import ABNORMAL, Backoff, closed_error, should_reconnect
 
 
 @dataclass(frozen=True)
@@ -38,7 +46,9 @@ class Message:
     ts: float
     id: str | None  # the sender's message id, when it gave one
     room: str
-    data: dict[str, Any] = field(repr=False)  # the whole envelope (origin, and user/name with tokens)
+    data: dict[str, Any] = field(repr=False)  # the whole envelope, as received (origin, ...)
+    user: str | None = None  # the sender's user id (its identity token's ``sub``); None without a token
+    name: str | None = None  # the sender's name (its token's, its display name, the publish API's)
 
 
 @dataclass(frozen=True)
@@ -50,6 +60,8 @@ class Presence:
     member: str | None
     room: str
     data: dict[str, Any] = field(repr=False)
+    user: str | None = None  # the member's user id (join, leave), when it has a token
+    name: str | None = None  # the member's name (join, leave), when it has one
 
 
 @dataclass(frozen=True)
@@ -64,15 +76,20 @@ class Gap:
 
 @dataclass(frozen=True)
 class Welcome:
+    """What the room said at a (re)connect: this connection's member id, the total, the newest seq."""
+
     you: str
     count: int
     seq: int
     epoch: str
     recovered: bool | None
     data: dict[str, Any] = field(repr=False)
+    user: str | None = None  # who the room took this client for (its token's ``sub``)
+    name: str | None = None  # the name the room shows for this client (its token's, or ``name=``)
 
 
 Event = Message | Presence | Gap
+TokenSource = str | Callable[[], str | Awaitable[str]]
 _END = object()
 
 
@@ -80,8 +97,11 @@ class Room:
     """``async with Room(url, room) as room: async for message in room: ...``
 
     ``url`` is the gateway's base (``ws://host:port``). ``token`` is an identity token (a JWT: the member
-    is its user, and a refused token raises ``InvalidToken``), ``password`` is sent as ``pass``;
-    ``history=N`` asks for the last N messages before live ones.
+    is its user, and a refused token raises ``InvalidToken`` and is never retried): a string, or a
+    callable (sync or async) returning a fresh one, called before every connection attempt (tokens
+    expire; a callable that raises ends the session with its exception). ``name`` is a display name
+    (``?name=``, unverified; ignored by the server when a token is given). ``password`` is sent as
+    ``pass``; ``history=N`` asks for the last N messages before live ones.
     Use either ``async for message in room`` (messages only) or ``async for event in room.events()``
     (messages, presence and gaps), not both at once: they read the same queue.
     """
@@ -91,8 +111,9 @@ class Room:
         url: str,
         room: str,
         *,
-        token: str | None = None,
+        token: TokenSource | None = None,
         password: str | None = None,
+        name: str | None = None,
         history: int = 0,
         client_id: str | None = None,
         backoff: Backoff | None = None,
@@ -106,6 +127,7 @@ class Room:
         self.room = room
         self.token = token
         self.password = password
+        self.name = name
         self.history = history
         self.client_id = client_id or secrets.token_hex(6)
         self.backoff = backoff or Backoff()
@@ -131,7 +153,7 @@ class Room:
         self._ids = itertools.count()
         self._conn: ClientConnection | None = None  # set while welcomed
         self._joined = asyncio.Event()
-        self._error: Closed | None = None
+        self._error: Exception | None = None  # a final close (Closed), or what the token callable raised
         self._task: asyncio.Task[None] | None = None
 
     # --- the context manager ---------------------------------------------------------------------
@@ -180,7 +202,7 @@ class Room:
             item = await self._events.get()
             if item is _END:
                 return
-            if isinstance(item, Closed):
+            if isinstance(item, Exception):
                 self._events.put_nowait(item)  # every later reader sees it too
                 raise item
             yield item  # type: ignore[misc]
@@ -188,7 +210,8 @@ class Room:
     # --- sending ---------------------------------------------------------------------------------
     async def send(self, text: str, *, id: str | None = None) -> int:
         """Send ``text``; returns its stored seq once acknowledged. Across reconnects it is sent again
-        with the same id until then. Raises ``RoomClosed`` if the room closes for good first.
+        with the same id until then. Raises ``RoomClosed`` (``InvalidToken``, ``Forbidden``) if the room
+        closes for good first.
         ``id`` (at most 128 printable characters, unique in the room for ROOM_DEDUP_WINDOW) defaults
         to ``<client_id>-<n>``."""
         if self._error is not None:
@@ -212,7 +235,18 @@ class Room:
         return len(self._pending)
 
     # --- the session -----------------------------------------------------------------------------
-    def _target(self) -> str:
+    async def _token(self) -> str | None:
+        """The token for the next connection attempt: a callable is asked every time."""
+        if self.token is None or isinstance(self.token, str):
+            return self.token
+        token = self.token()
+        if inspect.isawaitable(token):
+            token = await token
+        if not isinstance(token, str):
+            raise TypeError(f"the token callable returned {type(token).__name__}, not str")
+        return token
+
+    def _target(self, token: str | None) -> str:
         params = [("format", "json")]
         if self._since is not None and self.epoch is not None:
             params += [("since", str(self._since)), ("epoch", self.epoch)]
@@ -220,24 +254,31 @@ class Room:
             params.append(("history", str(self.history)))
         if self.password is not None:
             params.append(("pass", self.password))
-        if self.token is not None:
-            params.append(("token", self.token))
+        if self.name is not None:
+            params.append(("name", self.name))
+        if token is not None:
+            params.append(("token", token))
         return f"{self.url}/ws/{quote(self.room, safe='')}?{urlencode(params)}"
 
     async def _run(self) -> None:
         while True:
-            code, reason = await self._session()
+            try:
+                token = await self._token()
+            except Exception as exc:  # the app's login said no, or its callable broke: not ours to retry
+                self._fail(exc)
+                return
+            code, reason = await self._session(token)
             self.closes.append((code, reason))
             if not should_reconnect(code):
                 self._fail(closed_error(code, reason))
                 return
             await asyncio.sleep(self.backoff.next())
 
-    async def _session(self) -> tuple[int, str]:
+    async def _session(self, token: str | None) -> tuple[int, str]:
         asked = self._since if self.epoch is not None else None
         self.connects += 1
         try:
-            conn = await connect(self._target(), compression=None, open_timeout=self.open_timeout)
+            conn = await connect(self._target(token), compression=None, open_timeout=self.open_timeout)
         except InvalidStatus as exc:  # refused before the upgrade: a browser would see 1006
             return ABNORMAL, f"HTTP {exc.response.status_code}"
         except (OSError, TimeoutError, InvalidHandshake) as exc:
@@ -266,7 +307,15 @@ class Room:
                 return
             self.last_seq = self._since = seq
             message = Message(
-                seq, event["text"], event["sender"], event["ts"], event.get("id"), event["room"], event
+                seq,
+                event["text"],
+                event["sender"],
+                event["ts"],
+                event.get("id"),
+                event["room"],
+                event,
+                event.get("user"),
+                event.get("name"),
             )
             self._events.put_nowait(message)
         elif kind == "ack":
@@ -275,7 +324,9 @@ class Room:
                 pending[1].set_result(event["seq"])
         elif kind in ("join", "leave", "members"):
             self.count = event["count"]
-            self._events.put_nowait(Presence(kind, event["count"], event.get("member"), event["room"], event))
+            who = {"user": event.get("user"), "name": event.get("name")}
+            presence = Presence(kind, event["count"], event.get("member"), event["room"], event, **who)
+            self._events.put_nowait(presence)
         elif kind == "welcome":
             await self._welcomed(conn, event, asked)
 
@@ -289,7 +340,14 @@ class Room:
             self._since = event["seq"]  # nothing seen yet: a resume starts after what the room had
         self.you, self.count = event["you"], event["count"]
         self.welcome = Welcome(
-            event["you"], event["count"], event["seq"], epoch, event.get("recovered"), event
+            event["you"],
+            event["count"],
+            event["seq"],
+            epoch,
+            event.get("recovered"),
+            event,
+            event.get("user"),
+            event.get("name"),
         )
         if event.get("recovered") is False:
             gap = Gap(asked, event["seq"], epoch)
@@ -305,7 +363,7 @@ class Room:
             await conn.send(_frame(text, msg_id))
             self.resent += 1
 
-    def _fail(self, error: Closed) -> None:
+    def _fail(self, error: Exception) -> None:
         self._error = error
         for _, future in self._pending.values():
             if not future.done():

@@ -56,6 +56,7 @@ function setupChat() {
   const meta = $("chat-meta");
   const say = $("say-input");
   let room = null;
+  let myName = ""; // the name the room shows for this page (from its welcome)
 
   function showNotice(text) {
     notice.textContent = text;
@@ -66,21 +67,29 @@ function setupChat() {
     $("join-button").disabled = joined;
     $("leave-button").disabled = !joined;
     $("room-input").disabled = joined;
+    $("name-input").disabled = joined;
     $("pass-input").disabled = joined;
     say.disabled = !joined;
     $("say-button").disabled = !joined;
     say.placeholder = joined ? `message to ${room.room}` : "join a room to chat";
   }
 
+  // Who a member is, as the room said: its name when it has one (a token's, or a display name), else
+  // its member id. Always set with textContent: a name is whatever the member typed.
+  function whoIs(event, id) {
+    return event.name || id;
+  }
+
   function showCount(count) {
-    meta.textContent = `in ${room.room} as ${room.you} · ${count} here`;
+    meta.textContent = `in ${room.room} as ${myName || room.you} · ${count} here`;
   }
 
   function onWelcome(event, { resumed, recovered }) {
+    myName = event.name || "";
     showCount(event.count);
     log.dataset.lastSeq = String(room.lastSeq);
     if (!resumed) {
-      appendLine(log, "sys", `joined ${event.room} as ${event.you}`);
+      appendLine(log, "sys", `joined ${event.room} as ${whoIs(event, event.you)}`);
       return;
     }
     // What this resume asked for and what the room had stored by then (the browser test reads them).
@@ -93,7 +102,10 @@ function setupChat() {
   function onMessage(event, { mine }) {
     const who = document.createElement("span");
     who.className = "who";
-    who.textContent = mine ? "you" : event.sender;
+    who.textContent = mine ? "you" : whoIs(event, event.sender);
+    // A token member's name is its app's word for it; a display name is anyone's pick.
+    who.title = event.user ? `user ${event.user}` : event.name ? `${event.sender} (display name, unverified)` : "";
+    if (event.user) who.dataset.user = event.user;
     const li = appendLine(log, mine ? "me" : "", timeOf(event.ts), who, event.text);
     li.dataset.seq = String(event.seq);
     log.dataset.lastSeq = String(event.seq);
@@ -103,7 +115,7 @@ function setupChat() {
     if (event.type === "join" || event.type === "leave") {
       if (!room.selves.has(event.member)) {
         const verb = event.type === "join" ? "joined" : "left";
-        appendLine(log, "sys", timeOf(event.ts), `${event.member} ${verb} · ${event.count} here`);
+        appendLine(log, "sys", timeOf(event.ts), `${whoIs(event, event.member)} ${verb} · ${event.count} here`);
       }
       if (typeof event.count === "number") showCount(event.count);
     } else if (event.type === "members") {
@@ -117,6 +129,8 @@ function setupChat() {
       showNotice(`Wrong password for room “${room.room}”.`);
     } else if (event.code === 1008 && /room id/.test(event.reason)) {
       showNotice(`“${room.room}” is not a valid room id: use letters, digits, - and _.`);
+    } else if (event.code === 1008 && /name/.test(event.reason)) {
+      showNotice(`The room refused the name: ${event.reason}.`);
     } else if (event.code === 1000) {
       showNotice("");
     } else {
@@ -126,13 +140,15 @@ function setupChat() {
 
   $("join-form").addEventListener("submit", (event) => {
     event.preventDefault();
-    const name = $("room-input").value.trim();
-    if (!name) return;
+    const roomId = $("room-input").value.trim();
+    if (!roomId) return;
     showNotice("");
     log.replaceChildren();
     meta.textContent = "";
-    room = new Room(name, {
+    myName = "";
+    room = new Room(roomId, {
       password: $("pass-input").value,
+      name: $("name-input").value.trim(), // a display name: unverified (a real app passes a token)
       history: ROOM_HISTORY,
       onState: (state, text) => setState($("chat-state"), state, text),
       onWelcome,

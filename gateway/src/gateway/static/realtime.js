@@ -10,6 +10,9 @@
 // for the messages after the last seq it delivered (in the same history epoch), so the page shows every
 // message once, in order, across drops, deploys, slow-consumer cut-offs and sleeping tabs. Sends carry an
 // id; unacknowledged ones are sent again after a reconnect, and the server stores an id only once.
+// Identity: `token` (a JWT from the app's login: a string, or a function returning one or a Promise of
+// one, asked before every connect so a reconnect never sends an expired token) or `name` (an unverified
+// display name); messages, joins, leaves and the welcome carry the sender's `user` and `name` when known.
 
 /** Close codes after which trying again can help (the README's close-code table). */
 export const RECONNECT_CODES = new Set([
@@ -47,7 +50,7 @@ export function wsUrl(path) {
 
 export function describeClose(event) {
   const text = event.reason || CLOSE_TEXT[event.code] || "closed";
-  return `${text} (${event.code})`;
+  return event.code == null ? text : `${text} (${event.code})`;
 }
 
 /** The delay before reconnect attempt `attempt` (0, 1, ...): doubling from 0.5 s to 10 s, +-25% jitter. */
@@ -57,7 +60,9 @@ export function backoff(attempt) {
 
 /**
  * One WebSocket that comes back by itself after a "reconnect" close and reports its state.
- * `path` is a string or a function called before every attempt (a Room adds `since` there).
+ * `path` is a string or a function called before every attempt (a Room adds `since` and a fresh token
+ * there); the function may return a Promise of the path. If it throws or rejects, the connection stops
+ * ("closed") and onFinalClose gets `{ code: null, reason, error }` instead of a close event.
  * Callbacks: onState(state, text) with state connecting | live | reconnecting | closed; onOpen();
  * onMessage(data); onFinalClose(closeEvent).
  */
@@ -72,6 +77,7 @@ export class Connection {
     this.timer = null;
     this.attempt = 0;
     this.stopped = true;
+    this.generation = 0; // bumped by open() and close(): a path that resolves late for an older one is dropped
     this._online = () => this._retryNow();
   }
 
@@ -82,6 +88,7 @@ export class Connection {
   open() {
     this.stopped = false;
     this.attempt = 0;
+    this.generation += 1;
     window.addEventListener("online", this._online);
     this._connect();
   }
@@ -94,6 +101,7 @@ export class Connection {
 
   close() {
     this.stopped = true;
+    this.generation += 1;
     clearTimeout(this.timer);
     window.removeEventListener("online", this._online);
     if (this.ws && this.ws.readyState <= WebSocket.OPEN) this.ws.close(1000, "bye");
@@ -103,7 +111,35 @@ export class Connection {
   _connect() {
     this.timer = null;
     this.onState("connecting", this.attempt ? `connecting (try ${this.attempt + 1})` : "connecting");
-    const ws = new WebSocket(wsUrl(this.path()));
+    const generation = this.generation;
+    let path;
+    try {
+      path = this.path();
+    } catch (error) {
+      this._giveUp(error);
+      return;
+    }
+    if (path && typeof path.then === "function") {
+      path.then(
+        (resolved) => generation === this.generation && !this.stopped && this._open(resolved),
+        (error) => generation === this.generation && !this.stopped && this._giveUp(error),
+      );
+      return;
+    }
+    this._open(path);
+  }
+
+  /** The path (or the token inside it) could not be made: stop, as after a final close. */
+  _giveUp(error) {
+    this.stopped = true;
+    window.removeEventListener("online", this._online);
+    const reason = `could not connect: ${error && error.message ? error.message : error}`;
+    this.onState("closed", `closed: ${reason}`);
+    this.onFinalClose({ code: null, reason, error });
+  }
+
+  _open(path) {
+    const ws = new WebSocket(wsUrl(path));
     this.ws = ws;
     ws.onopen = () => {
       this.onState("live", "live");
@@ -153,16 +189,25 @@ function newId() {
 
 /**
  * A chat room at /ws/{room}?format=json that resumes after every reconnect and acknowledges sends.
- * Options: password, history (last N messages on the first join), and callbacks
+ * Options: password; token (an identity token: a string, or a function returning a string or a Promise
+ * of one, called before every connect); name (a display name, unverified; the server ignores it when a
+ * token is given); history (last N messages on the first join); and callbacks
  *   onWelcome(welcome, { resumed, recovered })  after each (re)connect; recovered false = a gap
  *   onMessage(message, { mine })                each stored message once, in seq order
  *   onPresence(event)                           join, leave, members
- *   onState(state, text), onFinalClose(closeEvent)
+ *   onState(state, text), onFinalClose(closeEvent)   4001: the token was refused (final)
+ * Welcome, message, join and leave objects are the server's JSON: `user` (a token's sub) and `name`
+ * are set when known and undefined otherwise.
  */
 export class Room {
-  constructor(room, { password = "", history = 0, onWelcome, onMessage, onPresence, onState, onFinalClose } = {}) {
+  constructor(
+    room,
+    { password = "", token = "", name = "", history = 0, onWelcome, onMessage, onPresence, onState, onFinalClose } = {},
+  ) {
     this.room = room;
     this.password = password;
+    this.token = token;
+    this.name = name;
     this.history = history;
     this.onWelcome = onWelcome || (() => {});
     this.onMessage = onMessage || (() => {});
@@ -173,7 +218,7 @@ export class Room {
     this.selves = new Set(); // member ids this page has had (a new one per connection)
     this.pending = new Map(); // id -> { payload, resolve, reject }: sent, not acknowledged yet
     this.sentIds = new Set();
-    this.connection = new Connection(() => this.path(), {
+    this.connection = new Connection(() => this._nextPath(), {
       onState,
       onMessage: (data) => this._receive(data),
       onFinalClose: (event) => {
@@ -185,14 +230,27 @@ export class Room {
   }
 
   /** The URL path of the next attempt: the first join asks for history, later ones resume. */
-  path() {
+  path(token = typeof this.token === "string" ? this.token : "") {
     let path = `/ws/${encodeURIComponent(this.room)}?format=json`;
     if (this.password) path += `&pass=${encodeURIComponent(this.password)}`;
+    if (this.name) path += `&name=${encodeURIComponent(this.name)}`;
+    if (token) path += `&token=${encodeURIComponent(token)}`;
     if (this.epoch !== null && this.lastSeq !== null) {
       path += `&since=${this.lastSeq}&epoch=${encodeURIComponent(this.epoch)}`;
     }
     if (this.history > 0) path += `&history=${this.history}`;
     return path;
+  }
+
+  /** The path with a token from the token function, asked afresh for each attempt. */
+  _nextPath() {
+    if (typeof this.token !== "function") return this.path();
+    const checked = (token) => {
+      if (typeof token !== "string") throw new TypeError(`the token function gave ${typeof token}, not a string`);
+      return this.path(token);
+    };
+    const token = this.token();
+    return token && typeof token.then === "function" ? token.then(checked) : checked(token);
   }
 
   get live() {
