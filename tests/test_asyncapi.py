@@ -11,6 +11,7 @@ import json
 import re
 import signal
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ DOC = yaml.safe_load((ROOT / "docs" / "asyncapi.yaml").read_text())
 # Internal only: a replica's heartbeat on NATS, never forwarded to a client as such.
 INTERNAL_TYPES = {envelopes.COUNT}
 TOKEN_SECRET = "asyncapi-token-secret-0123456789-abcdef"
+API_KEY = "asyncapi-publish-key-7d1e"
 
 
 def close_table() -> dict[int, dict[str, Any]]:
@@ -100,7 +102,11 @@ def test_the_query_parameters_are_described() -> None:
 @pytest.fixture(scope="module")
 def stack() -> Iterator[Stack]:
     with make_stack(
-        "rooms=2", PULSE_INTERVAL="0.5", PRESENCE_INTERVAL="0.5", TOKEN_SECRET=TOKEN_SECRET
+        "rooms=2",
+        PULSE_INTERVAL="0.5",
+        PRESENCE_INTERVAL="0.5",
+        TOKEN_SECRET=TOKEN_SECRET,
+        PUBLISH_API_KEYS=json.dumps([API_KEY]),
     ) as running:
         yield running
 
@@ -155,6 +161,30 @@ async def test_real_frames_with_user_and_name_validate(stack: Stack) -> None:
             for kind, frame in (("welcome", welcome), ("join", join), ("message", message), ("leave", leave)):
                 assert {k: frame[k] for k in ("user", "name") if k in frame} == who, (kind, frame)
                 assert_valid(kind, frame)
+
+
+async def test_a_message_from_the_publish_api_validates(stack: Stack) -> None:
+    """What members get when the app's backend publishes through the gateway: sender "api", a name."""
+    async with await ws(f"{stack.gateway_url}/ws/from-api?format=json") as member:
+        await next_of(member, "welcome")
+        body = {"text": "order shipped", "name": "shop", "id": "asyncapi-api-1"}
+        answer = await asyncio.to_thread(publish, stack, "from-api", body)
+        message = await next_of(member, "message")
+        assert (message["sender"], message["name"], message["seq"]) == ("api", "shop", answer["seq"])
+        assert "user" not in message
+        assert_valid("message", message)
+
+
+def publish(stack: Stack, room: str, body: dict[str, str]) -> dict[str, Any]:
+    request = urllib.request.Request(
+        stack.gateway_url.replace("ws://", "http://", 1) + f"/api/rooms/{room}/messages",
+        data=json.dumps(body).encode(),
+        headers={"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.status == 201
+        return json.loads(response.read())
 
 
 async def test_a_real_members_event_validates(stack: Stack) -> None:
