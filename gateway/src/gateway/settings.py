@@ -47,8 +47,9 @@ class GatewaySettings(ServiceSettings):
     http_max_body: int = Field(default=1024 * 1024, ge=1024)
     # Seconds an upstream may take to answer a forwarded request (and between two reads of its body), and
     # a client to send its body; an upstream that does not answer in time -> 504 (never retried: the
-    # request may have been acted on).
-    http_forward_timeout: float = Field(default=10.0, gt=0)
+    # request may have been acted on). Longer than the rooms' ROOM_STORE_TIMEOUT (10 s), so a publish
+    # while NATS is away gets the replica's own 503 "messaging unavailable", not the gateway's 504.
+    http_forward_timeout: float = Field(default=15.0, gt=0)
 
     @field_validator("upstreams", mode="before")
     @classmethod
