@@ -1,6 +1,7 @@
 """Whole-system fixtures: the real stack as separate processes on free loopback ports."""
 
 import asyncio
+import json
 import os
 import sys
 import time
@@ -41,6 +42,15 @@ async def ws(url: str, **kwargs: object) -> ClientConnection:
 
 async def recv(conn: ClientConnection) -> str | bytes:
     return await asyncio.wait_for(conn.recv(), DEADLINE)
+
+
+async def next_event(conn: ClientConnection, kind: str, **fields: object) -> dict:
+    """The next JSON event of this type (with these field values) a ``format=json`` member receives;
+    anything else on the way (presence, other members' joins) is skipped."""
+    while True:
+        event = json.loads(await recv(conn))
+        if event["type"] == kind and all(event.get(k) == v for k, v in fields.items()):
+            return event
 
 
 async def closed_with(conn: ClientConnection) -> tuple[int, str]:

@@ -27,7 +27,7 @@ from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT7
 from rooms_service import envelopes
 
-from tests.conftest import make_stack, recv, ws
+from tests.conftest import make_stack, next_event, ws
 
 ROOT = Path(__file__).parent.parent
 DOC = yaml.safe_load((ROOT / "docs" / "asyncapi.yaml").read_text())
@@ -111,31 +111,24 @@ def stack() -> Iterator[Stack]:
         yield running
 
 
-async def next_of(conn: Any, kind: str) -> dict[str, Any]:
-    while True:
-        event = json.loads(await recv(conn))
-        if event["type"] == kind:
-            return event
-
-
 async def test_real_room_frames_validate(stack: Stack) -> None:
     room = f"{stack.gateway_url}/ws/asyncapi"
     async with await ws(f"{room}?format=json") as one:
-        welcome = await next_of(one, "welcome")
+        welcome = await next_event(one, "welcome")
         assert_valid("welcome", welcome)
         async with await ws(f"{room}?format=json") as two:
-            assert_valid("welcome", await next_of(two, "welcome"))
-            assert_valid("join", await next_of(one, "join"))
+            assert_valid("welcome", await next_event(two, "welcome"))
+            assert_valid("join", await next_event(one, "join"))
             send = {"text": "hello", "id": "asyncapi-1"}
             assert_valid("send", send)
             await two.send(json.dumps(send))
-            assert_valid("ack", await next_of(two, "ack"))
-            message = await next_of(one, "message")
+            assert_valid("ack", await next_event(two, "ack"))
+            message = await next_event(one, "message")
             assert message["text"] == "hello"
             assert_valid("message", message)
-        assert_valid("leave", await next_of(one, "leave"))
+        assert_valid("leave", await next_event(one, "leave"))
         async with await ws(f"{room}?format=json&since={message['seq']}&epoch={welcome['epoch']}") as back:
-            resumed = await next_of(back, "welcome")
+            resumed = await next_event(back, "welcome")
             assert resumed["recovered"] is True
             assert_valid("welcome", resumed)
 
@@ -147,17 +140,17 @@ async def test_real_frames_with_user_and_name_validate(stack: Stack) -> None:
     token = jwt.encode(claims, TOKEN_SECRET, algorithm="HS256")
     room = f"{stack.gateway_url}/ws/named?format=json"
     async with await ws(room) as watcher:
-        await next_of(watcher, "welcome")
+        await next_event(watcher, "welcome")
         for query, who in (
             (f"&token={token}", {"user": "user-7", "name": "Ada L."}),
             ("&name=Guest", {"name": "Guest"}),
         ):
             async with await ws(room + query) as member:
-                welcome = await next_of(member, "welcome")
-                join = await next_of(watcher, "join")
+                welcome = await next_event(member, "welcome")
+                join = await next_event(watcher, "join")
                 await member.send(json.dumps({"text": "named", "id": f"named-{welcome['you']}"}))
-                message = await next_of(watcher, "message")
-            leave = await next_of(watcher, "leave")
+                message = await next_event(watcher, "message")
+            leave = await next_event(watcher, "leave")
             for kind, frame in (("welcome", welcome), ("join", join), ("message", message), ("leave", leave)):
                 assert {k: frame[k] for k in ("user", "name") if k in frame} == who, (kind, frame)
                 assert_valid(kind, frame)
@@ -166,10 +159,10 @@ async def test_real_frames_with_user_and_name_validate(stack: Stack) -> None:
 async def test_a_message_from_the_publish_api_validates(stack: Stack) -> None:
     """What members get when the app's backend publishes through the gateway: sender "api", a name."""
     async with await ws(f"{stack.gateway_url}/ws/from-api?format=json") as member:
-        await next_of(member, "welcome")
+        await next_event(member, "welcome")
         body = {"text": "order shipped", "name": "shop", "id": "asyncapi-api-1"}
         answer = await asyncio.to_thread(publish, stack, "from-api", body)
-        message = await next_of(member, "message")
+        message = await next_event(member, "message")
         assert (message["sender"], message["name"], message["seq"]) == ("api", "shop", answer["seq"])
         assert "user" not in message
         assert_valid("message", message)
@@ -194,12 +187,12 @@ async def test_a_real_members_event_validates(stack: Stack) -> None:
         f"ws://127.0.0.1:{stack.processes[r].port}/ws/census?format=json" for r in ("rooms-1", "rooms-2")
     )
     async with await ws(one) as here:
-        await next_of(here, "welcome")
+        await next_event(here, "welcome")
         other = await ws(two)
-        await next_of(other, "welcome")
-        assert (await next_of(here, "join"))["count"] == 2
+        await next_event(other, "welcome")
+        assert (await next_event(here, "join"))["count"] == 2
         await asyncio.to_thread(stack.stop_process, "rooms-2", signal.SIGKILL)
-        members = await next_of(here, "members")
+        members = await next_event(here, "members")
         assert members["count"] == 1
         assert_valid("members", members)
         await other.close()  # its replica is gone: this only ends the client side

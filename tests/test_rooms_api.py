@@ -14,7 +14,7 @@ import pytest
 from devstack.stack import Stack
 from rooms_service.guard import hash_password
 
-from tests.conftest import DEADLINE, make_stack, recv, wait_until_async, ws
+from tests.conftest import DEADLINE, make_stack, next_event, recv, wait_until_async, ws
 
 KEY = "sys-key-3f9a2c71d4"
 HASHED_KEY = "sys-hashed-key-8e01b6"  # configured only as a salted hash
@@ -47,14 +47,6 @@ async def replicas(api_stack: Stack) -> AsyncIterator[tuple[httpx.AsyncClient, h
         yield one, two
 
 
-async def next_message(conn) -> dict:  # type: ignore[no-untyped-def]
-    """The next ``message`` event of a JSON member (presence events skipped)."""
-    while True:
-        event = json.loads(await recv(conn))
-        if event["type"] == "message":
-            return event
-
-
 async def test_a_publish_to_one_replica_reaches_members_on_the_other_and_its_history(
     api_stack: Stack, replicas: tuple[httpx.AsyncClient, httpx.AsyncClient]
 ) -> None:
@@ -68,7 +60,7 @@ async def test_a_publish_to_one_replica_reaches_members_on_the_other_and_its_his
         assert answer.status_code == 201, answer.text
         seq = answer.json()["seq"]
         assert answer.json() == {"seq": seq, "duplicate": False} and seq > welcome["seq"]
-        event = await next_message(member)
+        event = await next_event(member, "message")
         assert (event["sender"], event["name"], event["text"], event["seq"]) == (
             "api",
             "shop",
@@ -97,7 +89,7 @@ async def test_the_same_id_on_both_replicas_is_stored_once(
     assert [(m["text"], m["seq"]) for m in page["messages"]] == [("exactly once", first.json()["seq"])]
     async with await ws(f"{replica_ws(api_stack, 'rooms-1')}/ws/idem?format=json&history=10") as member:
         assert json.loads(await recv(member))["type"] == "welcome"
-        assert (await next_message(member))["seq"] == first.json()["seq"]
+        assert (await next_event(member, "message"))["seq"] == first.json()["seq"]
         with pytest.raises(TimeoutError):
             await asyncio.wait_for(member.recv(), 0.3)  # and nothing else: stored once
 

@@ -12,7 +12,7 @@ import httpx
 import pytest
 from devstack.stack import Stack
 
-from tests.conftest import DEADLINE, make_stack, recv, wait_until_async, ws
+from tests.conftest import DEADLINE, make_stack, next_event, recv, wait_until_async, ws
 
 KEY = "gw-key-0c5d8e2a91"
 RATE_KEY = "gw-rate-key-77aa01"  # its own bucket: the rate-limit test empties it
@@ -45,13 +45,6 @@ def replica_ws(stack: Stack, replica: str) -> str:
     return f"ws://127.0.0.1:{stack.processes[replica].port}"
 
 
-async def next_message(conn) -> dict:  # type: ignore[no-untyped-def]
-    while True:
-        event = json.loads(await recv(conn))
-        if event["type"] == "message":
-            return event
-
-
 async def test_publishes_through_the_gateway_reach_members_on_both_replicas_in_one_order(
     gateway_api_stack: Stack, api: httpx.AsyncClient
 ) -> None:
@@ -69,7 +62,7 @@ async def test_publishes_through_the_gateway_reach_members_on_both_replicas_in_o
             assert answer.status_code == 201, answer.text
             sent.append(answer.json()["seq"])
         for member in (one, two):
-            got = [await next_message(member) for _ in sent]
+            got = [await next_event(member, "message") for _ in sent]
             assert [(m["seq"], m["text"], m["name"], m["sender"]) for m in got] == [
                 (seq, f"order {i}", "shop", "api") for i, seq in enumerate(sent)
             ]

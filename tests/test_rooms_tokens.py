@@ -10,7 +10,7 @@ import pytest
 from devstack.stack import Stack
 from realtime.close_codes import CloseCode
 
-from tests.conftest import closed_with, make_stack, recv, wait_until_async, ws
+from tests.conftest import closed_with, make_stack, next_event, recv, wait_until_async, ws
 
 SECRET = "dev-secret-for-tests-0123456789-abcdef"
 ROOM_PASSWORD = "vip-password-1"
@@ -33,14 +33,6 @@ def replica(stack: Stack, name: str) -> str:
     return f"ws://127.0.0.1:{stack.processes[name].port}"
 
 
-async def next_of(conn, kind: str, **fields: object) -> dict:  # type: ignore[no-untyped-def]
-    """The next event of this type (with these field values): other members' joins are skipped."""
-    while True:
-        event = json.loads(await recv(conn))
-        if event["type"] == kind and all(event.get(k) == v for k, v in fields.items()):
-            return event
-
-
 async def test_a_token_member_is_named_on_every_replica_and_enters_a_guarded_room(token_stack: Stack) -> None:
     member_token = token()
     async with (
@@ -48,18 +40,18 @@ async def test_a_token_member_is_named_on_every_replica_and_enters_a_guarded_roo
         await ws(f"{replica(token_stack, 'rooms-2')}/ws/VIP?format=json&pass={ROOM_PASSWORD}") as two,
         await ws(f"{replica(token_stack, 'rooms-2')}/ws/VIP?pass={ROOM_PASSWORD}") as plain,
     ):
-        await next_of(one, "welcome")
-        await next_of(two, "welcome")
+        await next_event(one, "welcome")
+        await next_event(two, "welcome")
         async with await ws(f"{token_stack.gateway_url}/ws/VIP?format=json&token={member_token}") as ada:
-            welcome = await next_of(ada, "welcome")
+            welcome = await next_event(ada, "welcome")
             assert (welcome["user"], welcome["name"]) == ("user-42", "Ada L.")
             for other in (one, two):
-                join = await next_of(other, "join", member=welcome["you"])
+                join = await next_event(other, "join", member=welcome["you"])
                 assert (join["user"], join["name"]) == ("user-42", "Ada L.")
             await ada.send(json.dumps({"text": "hello from Ada", "id": "ada-1"}))
-            ack = await next_of(ada, "ack")
+            ack = await next_event(ada, "ack")
             for other in (one, two):
-                message = await next_of(other, "message")
+                message = await next_event(other, "message")
                 assert (message["text"], message["user"], message["name"], message["seq"]) == (
                     "hello from Ada",
                     "user-42",
@@ -86,10 +78,10 @@ async def test_refused_tokens_see_4001_through_the_gateway(token_stack: Stack, r
 
 async def test_a_display_name_is_shown_without_a_user(token_stack: Stack) -> None:
     async with await ws(f"{token_stack.gateway_url}/ws/lobby?format=json&name=Guest%207") as guest:
-        welcome = await next_of(guest, "welcome")
+        welcome = await next_event(guest, "welcome")
         assert welcome["name"] == "Guest 7" and "user" not in welcome
         await guest.send(json.dumps({"text": "hi", "id": "g-1"}))
-        message = await next_of(guest, "message")
+        message = await next_event(guest, "message")
         assert message["name"] == "Guest 7" and "user" not in message
 
 
