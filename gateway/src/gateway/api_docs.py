@@ -15,12 +15,12 @@ import logging
 import time
 from typing import Any
 
-import httpx
 from fastapi import FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
 
 from gateway.http_forward import Forwarder
+from gateway.upstream_http import UpstreamError, UpstreamResponse
 from gateway.upstreams import Address, UpstreamPool, shown
 
 logger = logging.getLogger("gateway.http")
@@ -28,7 +28,7 @@ logger = logging.getLogger("gateway.http")
 SCHEMA_TTL = 30.0  # seconds a merged schema is served before it is fetched again
 RETRY_TTL = 5.0  # ... and one that misses an upstream's part
 FETCH_DEADLINE = 3.0  # seconds for one upstream's schema, over all its replicas
-FETCH_TIMEOUT = httpx.Timeout(2.0)  # one replica
+FETCH_TIMEOUT = 2.0  # seconds, one replica
 MAX_SCHEMA = 4 * 1024 * 1024  # bytes of an upstream's schema read at most
 
 
@@ -107,7 +107,7 @@ class ApiDocs:
                 body = await _read(response)
             finally:
                 await response.aclose()
-        except httpx.HTTPError as exc:  # unreachable (then marked down by send_to), timed out, cut off
+        except UpstreamError as exc:  # unreachable (then marked down by send_to), timed out, cut off
             logger.info("schema of %s: %s", where, str(exc) or type(exc).__name__)
             return None
         found = None
@@ -120,7 +120,7 @@ class ApiDocs:
         return found
 
 
-async def _read(response: httpx.Response) -> bytes | None:
+async def _read(response: UpstreamResponse) -> bytes | None:
     chunks, size = [], 0
     async for chunk in response.aiter_raw():
         size += len(chunk)

@@ -18,28 +18,29 @@ and a Content-Length over ``HTTP_MAX_BODY`` (413 there, before a byte of the bod
 No header field is ever logged (an ``Authorization`` goes to the upstream and nowhere else), and the
 gateway's own error answers say what happened without echoing anything of the request.
 
-One httpx transport carries every TCP replica (httpx keeps a connection pool per address, and idle
-connections expire, so replicas that come and go with DNS leave nothing behind); each Unix-socket replica
-has its own (the transport is bound to the socket's path). Transports rather than ``httpx.AsyncClient``:
-a client keeps a cookie jar (one client's cookies would reach another), adds default header fields and
-reads proxy settings from the environment, none of which a gateway may do.
+The requests go out through ``upstream_http.UpstreamClient`` (h11 over asyncio streams, idle connections
+kept per replica for a short while, so replicas that come and go with DNS leave nothing behind): no cookie
+jar, no default header fields, no proxy settings from the environment, none of which a gateway may have.
 """
 
 import asyncio
 import logging
 import time
 
-import httpx
 from starlette.responses import JSONResponse
 from starlette.types import Receive, Scope, Send
 
 from gateway.proxy import Proxy, forwarded_headers
-from gateway.upstreams import UNIX, Address, UpstreamPool, shown
+from gateway.upstream_http import (
+    ConnectFailed,
+    UpstreamClient,
+    UpstreamError,
+    UpstreamResponse,
+    UpstreamTimeout,
+)
+from gateway.upstreams import Address, UpstreamPool, shown
 
 logger = logging.getLogger("gateway.http")
-# httpx logs every request at INFO (the access log says it already) and header tuples at DEBUG.
-for _name in ("httpx", "httpcore"):
-    logging.getLogger(_name).setLevel(logging.WARNING)
 
 Headers = list[tuple[bytes, bytes]]
 PEER = "gateway.peer"  # scope key: the TCP peer, set by front.py before uvicorn's proxy headers apply
@@ -47,7 +48,7 @@ RETRY_AFTER = "5"  # seconds a client told "no upstream available" should wait
 # Below the services' keep-alive timeout (uvicorn's 5 s): the gateway drops an idle connection before the
 # service does, so it never sends a request on a connection the service is closing.
 KEEPALIVE_EXPIRY = 2.0
-KEEPALIVE_CONNECTIONS = 100  # idle connections kept per transport; open ones are bounded by admission
+KEEPALIVE_CONNECTIONS = 100  # idle connections kept per replica; open ones are bounded by admission
 HOP_BY_HOP = frozenset(
     (b"connection", b"keep-alive", b"te", b"trailer", b"transfer-encoding", b"upgrade")
 )  # and every Proxy-* field, and every field the Connection header names (RFC 9110 7.6.1)
@@ -77,45 +78,29 @@ class Forwarder:
         self.proxy = proxy
         settings = proxy.settings
         self.max_body = settings.http_max_body
-        self.timeout = httpx.Timeout(settings.http_forward_timeout, connect=settings.upstream_connect_timeout)
-        self._transports: dict[str, httpx.AsyncHTTPTransport] = {}  # "tcp" or a Unix socket's path
+        self.client = UpstreamClient(
+            connect_timeout=settings.upstream_connect_timeout,
+            timeout=settings.http_forward_timeout,
+            keepalive_expiry=KEEPALIVE_EXPIRY,
+            max_idle=KEEPALIVE_CONNECTIONS,
+        )
 
     def route(self, pool: UpstreamPool) -> "ForwardedRoute":
         return ForwardedRoute(self, pool)
 
     async def aclose(self) -> None:
-        transports, self._transports = list(self._transports.values()), {}
-        for transport in transports:
-            await transport.aclose()
-
-    def _transport(self, address: Address) -> tuple[httpx.AsyncHTTPTransport, str]:
-        """The transport for one replica and the origin to name in its URL (and Host)."""
-        host, _ = address
-        if host.startswith(UNIX):
-            key, origin, uds = host, "http://localhost", host[len(UNIX) :]
-        else:
-            key, origin, uds = "tcp", f"http://{shown(address)}", None
-        transport = self._transports.get(key)
-        if transport is None:
-            limits = httpx.Limits(
-                max_connections=None,  # one per client connection in flight, which admission bounds
-                max_keepalive_connections=KEEPALIVE_CONNECTIONS,
-                keepalive_expiry=KEEPALIVE_EXPIRY,
-            )
-            transport = httpx.AsyncHTTPTransport(uds=uds, limits=limits, trust_env=False)
-            self._transports[key] = transport
-        return transport, origin
+        await self.client.aclose()
 
     async def send(
         self, pool: UpstreamPool, method: bytes, target: bytes, headers: Headers, body: bytes
-    ) -> tuple[httpx.Response, Address]:
+    ) -> tuple[UpstreamResponse, Address]:
         """Send to the first replica that takes a connection; the response's body is still to be read
-        (``aiter_raw``, then ``aclose``). Raises ``Unreachable``, or what httpx raised once it was sent."""
+        (``aiter_raw``, then ``aclose``). Raises ``Unreachable``, or the UpstreamError once it was sent."""
         for address in pool.candidates():
             try:
                 return await self.send_to(pool, address, method, target, headers, body), address
-            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-                logger.info("upstream %s %s unreachable (%s)", pool.name, shown(address), _why(exc))
+            except ConnectFailed as exc:
+                logger.info("upstream %s %s unreachable (%s)", pool.name, shown(address), exc)
         raise Unreachable(pool.name)
 
     async def send_to(
@@ -126,16 +111,12 @@ class Forwarder:
         target: bytes,
         headers: Headers,
         body: bytes,
-        deadlines: httpx.Timeout | None = None,
-    ) -> httpx.Response:
-        """Send to one replica; one that cannot be connected to is marked down (httpx's error raised)."""
-        transport, origin = self._transport(address)
-        url = httpx.URL(origin, raw_path=target)
-        extensions = {"timeout": (deadlines or self.timeout).as_dict()}
-        request = httpx.Request(method, url, headers=headers, content=body, extensions=extensions)
+        answer_within: float | None = None,
+    ) -> UpstreamResponse:
+        """Send to one replica; one that cannot be connected to is marked down (ConnectFailed raised)."""
         try:
-            return await transport.handle_async_request(request)
-        except (httpx.ConnectError, httpx.ConnectTimeout):
+            return await self.client.request(address, method, target, headers, body, answer_within)
+        except ConnectFailed:
             pool.mark(address, False)  # nothing was sent: the next replica may take it
             raise
 
@@ -174,11 +155,11 @@ class ForwardedRoute:
         except Unreachable:
             logger.warning("%s - no replica of %s answered %s", peer, pool.name, scope["path"])
             return await answer(scope, receive, send, 503, "no upstream available", retry_after=True)
-        except httpx.TimeoutException:
+        except UpstreamTimeout:
             seconds = time.monotonic() - started
             logger.warning("%s - %s timed out on %s after %.1f s", peer, pool.name, scope["path"], seconds)
             return await answer(scope, receive, send, 504, "upstream timed out")
-        except httpx.HTTPError as exc:
+        except UpstreamError as exc:
             # Only the error's kind: once sent, its text could quote what the request carried.
             logger.warning("%s - %s failed on %s (%s)", peer, pool.name, scope["path"], type(exc).__name__)
             return await answer(scope, receive, send, 502, "upstream failed")
@@ -187,13 +168,13 @@ class ForwardedRoute:
                 {
                     "type": "http.response.start",
                     "status": response.status_code,
-                    "headers": end_to_end(response.headers.raw, RESPONSE_OWN),
+                    "headers": end_to_end(response.headers, RESPONSE_OWN),
                 }
             )
             async for chunk in response.aiter_raw():
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
             await send({"type": "http.response.body", "body": b"", "more_body": False})
-        except httpx.HTTPError as exc:
+        except UpstreamError as exc:
             # The status went out already: all that is left is to cut the connection (uvicorn does,
             # seeing the exception), so the client cannot take a part of the body for all of it.
             where, why = f"{pool.name} {shown(address)}", type(exc).__name__
