@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Annotated
 
 import httpx
+import psutil
 import pytest
 import uvicorn
 from fastapi import Depends, FastAPI, Request, Response
@@ -447,3 +448,29 @@ def test_http_routes_must_name_a_configured_upstream() -> None:
 def test_http_routes_setting_reads_json(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HTTP_ROUTES", json.dumps({"/api/": "rooms", "/v2/": "echo"}))
     assert GatewaySettings().http_routes == {"/api/": "rooms", "/v2/": "echo"}
+
+
+def connections_to(port: int) -> int:
+    """This process's established TCP connections to ``port`` (the gateway's, to the test upstream)."""
+    return sum(
+        1
+        for c in psutil.Process().net_connections(kind="tcp")
+        if c.raddr and c.raddr.port == port and c.status == psutil.CONN_ESTABLISHED
+    )
+
+
+async def test_sequential_requests_reuse_one_upstream_connection() -> None:
+    async with tcp_upstream("a") as up, gateway(up.target) as gw, client(gw) as http:
+        for _ in range(5):
+            assert (await http.post("/api/echo/keep", content=b"{}")).status_code == 201
+        assert up.hits["/api/echo/keep"] == 5
+        assert connections_to(int(up.target.rsplit(":", 1)[1])) == 1
+
+
+async def test_concurrent_requests_get_their_own_connections_and_answers() -> None:
+    async with tcp_upstream("a") as up, gateway(up.target) as gw, client(gw) as http:
+        answers = await asyncio.gather(
+            *(http.post(f"/api/echo/c{i}", content=json.dumps({"i": i}).encode()) for i in range(20))
+        )
+        assert [json.loads(a.json()["body"])["i"] for a in answers] == list(range(20))
+        assert [a.json()["raw_path"] for a in answers] == [f"/api/echo/c{i}" for i in range(20)]
