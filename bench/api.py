@@ -19,6 +19,8 @@ from collections.abc import Callable
 
 from devstack.stack import Stack, StackConfig
 
+from bench.measure import percentile
+
 REQUESTS = int(os.environ.get("BENCH_API_REQUESTS", "300"))
 ROUNDS = int(os.environ.get("BENCH_API_ROUNDS", "2"))
 DEADLINE = 10.0  # seconds for one answer
@@ -103,13 +105,9 @@ def main() -> None:
     print("| request | direct p50 / p99 ms | through the gateway p50 / p99 ms | added p50 ms |")
     print("|---|---|---|---|")
     for kind, by_target in results.items():
-        direct, gateway = (sorted(by_target[t]) for t in ("direct", "gateway"))
+        direct, gateway = by_target["direct"], by_target["gateway"]
         added = statistics.median(gateway) - statistics.median(direct)
         print(
-            f"| {kind} | {statistics.median(direct):.2f} / {p99(direct):.2f} | "
-            f"{statistics.median(gateway):.2f} / {p99(gateway):.2f} | {added:+.2f} |"
+            f"| {kind} | {statistics.median(direct):.2f} / {percentile(direct, 0.99):.2f} | "
+            f"{statistics.median(gateway):.2f} / {percentile(gateway, 0.99):.2f} | {added:+.2f} |"
         )
-
-
-def p99(values: list[float]) -> float:
-    return values[min(len(values) - 1, int(len(values) * 0.99))]

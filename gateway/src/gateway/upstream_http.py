@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator
 
 import h11
 
-from gateway.upstreams import UNIX, Address
+from gateway.upstreams import UNIX, Address, open_stream, shown
 
 Headers = list[tuple[bytes, bytes]]
 READ_SIZE = 64 * 1024
@@ -123,7 +123,7 @@ class UpstreamClient:
         ``answer_within`` seconds, by default the client's ``timeout``)."""
         deadline = answer_within if answer_within is not None else self.timeout
         conn = self._reuse(address) or await self._connect(address, min(self.connect_timeout, deadline))
-        host = b"localhost" if address[0].startswith(UNIX) else _authority(address)
+        host = b"localhost" if address[0].startswith(UNIX) else shown(address).encode("ascii")
         fields = [(b"host", host), *headers]
         if body or method not in (b"GET", b"HEAD", b"DELETE", b"OPTIONS"):
             fields.append((b"content-length", b"%d" % len(body)))
@@ -164,13 +164,9 @@ class UpstreamClient:
             conn.h11.receive_data(data)  # b"": the peer closed
 
     async def _connect(self, address: Address, within: float) -> _Connection:
-        host, port = address
         try:
             async with asyncio.timeout(within):
-                if host.startswith(UNIX):
-                    reader, writer = await asyncio.open_unix_connection(host[len(UNIX) :], limit=READ_SIZE)
-                else:
-                    reader, writer = await asyncio.open_connection(host, port, limit=READ_SIZE)
+                reader, writer = await open_stream(address)
         except (OSError, TimeoutError) as exc:
             raise ConnectFailed(str(exc) or type(exc).__name__) from None
         return _Connection(reader, writer)
@@ -215,8 +211,3 @@ class UpstreamClient:
         for conns in idle.values():
             for conn in conns:
                 conn.close()
-
-
-def _authority(address: Address) -> bytes:
-    host, port = address
-    return (f"[{host}]:{port}" if ":" in host else f"{host}:{port}").encode("ascii")

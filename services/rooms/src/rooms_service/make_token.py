@@ -15,8 +15,9 @@ import time
 from pathlib import Path
 
 import jwt
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+from rooms_service.tokens import algorithm_for
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,11 +41,8 @@ def main(argv: list[str] | None = None) -> int:
         claims["iss"] = args.issuer
     if args.private_key is not None:
         key = load_pem_private_key(args.private_key.read_bytes(), password=None)
-        if isinstance(key, rsa.RSAPrivateKey):
-            algorithm = "RS256"
-        elif isinstance(key, ec.EllipticCurvePrivateKey) and isinstance(key.curve, ec.SECP256R1):
-            algorithm = "ES256"
-        else:
+        algorithm = algorithm_for(key)
+        if algorithm is None:
             print("the private key must be RSA or P-256", file=sys.stderr)
             return 1
         token = jwt.encode(claims, key, algorithm=algorithm)  # type: ignore[arg-type]

@@ -45,13 +45,22 @@ def display_name(value: object) -> str | None:
     return value
 
 
-def _public_key_algorithm(pem: str) -> str:
-    key = load_pem_public_key(pem.encode("ascii"))
-    if isinstance(key, rsa.RSAPublicKey):
+def algorithm_for(key: object) -> str | None:
+    """The one JWT algorithm a key (public or private half) is for: RS256 for RSA, ES256 for P-256."""
+    if isinstance(key, rsa.RSAPublicKey | rsa.RSAPrivateKey):
         return "RS256"
-    if isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, ec.SECP256R1):
+    if isinstance(key, ec.EllipticCurvePublicKey | ec.EllipticCurvePrivateKey) and isinstance(
+        key.curve, ec.SECP256R1
+    ):
         return "ES256"
-    raise ValueError("TOKEN_PUBLIC_KEY must be an RSA or a P-256 (ES256) public key in PEM")
+    return None
+
+
+def _public_key_algorithm(pem: str) -> str:
+    algorithm = algorithm_for(load_pem_public_key(pem.encode("ascii")))
+    if algorithm is None:
+        raise ValueError("TOKEN_PUBLIC_KEY must be an RSA or a P-256 (ES256) public key in PEM")
+    return algorithm
 
 
 class TokenVerifier:
