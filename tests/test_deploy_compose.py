@@ -100,6 +100,22 @@ def test_room_passwords_reach_rooms_from_the_env_file(tmp_path: Path) -> None:
     assert rooms["environment"]["ROOM_PASSWORDS"] == '{"VIP":"change-me"}'
 
 
+def test_allowed_origins_reach_the_gateway_from_the_env_file(tmp_path: Path) -> None:
+    """One variable: empty in .env.example (the gateway's own origin only), a list when set."""
+    assert compose_model(tmp_path)["services"]["gateway"]["environment"]["ALLOWED_ORIGINS"] == ""
+    env_file = tmp_path / ".env"
+    env_file.write_text(
+        (ROOT / ".env.example")
+        .read_text()
+        .replace("\nALLOWED_ORIGINS=\n", "\nALLOWED_ORIGINS=https://app.example.com,https://b.example.com\n")
+    )
+    project = tmp_path / "compose-project"  # compose_model's copy, run with the changed env file
+    result = compose_config(project, "--format", "json", env_file=env_file)
+    assert result.returncode == 0, result.stderr
+    gateway = json.loads(result.stdout)["services"]["gateway"]
+    assert gateway["environment"]["ALLOWED_ORIGINS"] == "https://app.example.com,https://b.example.com"
+
+
 def test_podman_smoke_override_is_valid_compose(tmp_path: Path) -> None:
     """deploy/smoke/compose.smoke.yaml (host networking for the podman smoke test) layers cleanly."""
     project = compose_copy(tmp_path)

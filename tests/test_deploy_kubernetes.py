@@ -138,6 +138,32 @@ def test_rooms_reads_tokens_and_api_keys_from_an_optional_secret(tmp_path: Path,
         assert refs[name] == {"name": "rooms-integration", "key": name, "optional": True}
 
 
+def _gateway_origins(objects: list[dict]) -> tuple[str, str]:
+    """The gateway's ALLOWED_ORIGINS as the cluster would give it, and the ConfigMap it comes from."""
+    env = {e["name"]: e for e in container(by_kind(objects, "Deployment")["gateway"])["env"]}
+    ref = env["ALLOWED_ORIGINS"]["valueFrom"]["configMapKeyRef"]
+    return by_kind(objects, "ConfigMap")[ref["name"]]["data"][ref["key"]], ref["name"]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_allowed_origins_are_one_line_of_the_overlay_and_a_change_rolls_the_gateway(
+    tmp_path: Path, overlay: str
+) -> None:
+    value, name = _gateway_origins(render(tmp_path / "default", overlay))
+    assert value == "", "the default is the gateway's own origin only"
+    kustomization = deploy_copy(tmp_path / "set") / "overlays" / overlay / "kustomization.yaml"
+    text = kustomization.read_text()
+    assert text.count("      - ALLOWED_ORIGINS=\n") == 1, "the overlay sets it in exactly one place"
+    kustomization.write_text(
+        text.replace("- ALLOWED_ORIGINS=\n", "- ALLOWED_ORIGINS=https://app.example.com\n")
+    )
+    result = kustomize(kustomization.parent)
+    assert result.returncode == 0, result.stderr
+    changed, changed_name = _gateway_origins([d for d in yaml.safe_load_all(result.stdout) if d])
+    assert changed == "https://app.example.com"
+    assert changed_name != name, "a new list is a new ConfigMap name, so the gateway pods roll"
+
+
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_deployments_are_hardened_probed_and_drain_before_they_stop(tmp_path: Path, overlay: str) -> None:
     objects = render(tmp_path, overlay)
