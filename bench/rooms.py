@@ -138,8 +138,7 @@ def run_ours(gateway_workers: str, unix_sockets: bool, catch_up: bool = False) -
         result = run_load(f"{stack.gateway_url}/ws/bench")
         if catch_up:
             result["catch_up_s"] = asyncio.run(measure_catch_up(stack.gateway_url, MISSED))
-            http = stack.gateway_url.replace("ws://", "http://", 1)
-            publish = f"{http}/api/rooms/bench-api/messages"
+            publish = f"{stack.http_url}/api/rooms/bench-api/messages"
             print(f"{PUBLISHING} ...", file=sys.stderr, flush=True)
             result["publishing"] = run_load(
                 f"{stack.gateway_url}/ws/bench-api", publish=publish, env={"BENCH_API_KEY": key}

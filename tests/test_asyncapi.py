@@ -170,7 +170,7 @@ async def test_a_message_from_the_publish_api_validates(stack: Stack) -> None:
 
 def publish(stack: Stack, room: str, body: dict[str, str]) -> dict[str, Any]:
     request = urllib.request.Request(
-        stack.gateway_url.replace("ws://", "http://", 1) + f"/api/rooms/{room}/messages",
+        stack.http_url + f"/api/rooms/{room}/messages",
         data=json.dumps(body).encode(),
         headers={"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"},
         method="POST",

@@ -5,11 +5,11 @@ import signal
 import uuid
 from collections.abc import Iterator
 
-import httpx
 import pytest
 from devstack.stack import Stack
 
-from tests.conftest import DEADLINE, make_stack, wait_until_async
+from tests.conftest import make_stack, wait_until_async
+from tests.support.api import gateway_client
 
 SECRET = "Bearer never-logged-9c2e"
 
@@ -21,10 +21,6 @@ def stack() -> Iterator[Stack]:
         yield running
 
 
-def client(stack: Stack) -> httpx.AsyncClient:
-    return httpx.AsyncClient(base_url=stack.http_url, timeout=DEADLINE, trust_env=False)
-
-
 def seen_by(stack: Stack, marker: str) -> list[str]:
     """The rooms replicas whose access log has a request carrying ``marker``."""
     return [p.name for p in stack.replicas("rooms") if marker in p.log_path.read_text(errors="replace")]
@@ -32,7 +28,7 @@ def seen_by(stack: Stack, marker: str) -> list[str]:
 
 async def test_api_requests_reach_both_rooms_replicas_in_turn(stack: Stack) -> None:
     markers = [f"turn-{uuid.uuid4().hex[:8]}-{i}" for i in range(4)]
-    async with client(stack) as http:
+    async with gateway_client(stack) as http:
         for marker in markers:
             response = await http.get(f"/api/nonexistent?probe={marker}", headers={"Authorization": SECRET})
             assert response.status_code == 404
@@ -50,7 +46,7 @@ async def test_api_requests_reach_both_rooms_replicas_in_turn(stack: Stack) -> N
 
 async def test_rooms_sees_the_client_address_and_the_body_bound_holds(stack: Stack) -> None:
     marker = f"who-{uuid.uuid4().hex[:8]}"
-    async with client(stack) as http:
+    async with gateway_client(stack) as http:
         await http.get(f"/api/nonexistent?probe={marker}", headers={"X-Forwarded-For": "6.6.6.6"})
         big = await http.post("/api/rooms/lobby/messages", content=b"x" * (1024 * 1024 + 1))
         assert big.status_code == 413
@@ -62,7 +58,7 @@ async def test_rooms_sees_the_client_address_and_the_body_bound_holds(stack: Sta
 
 
 async def test_the_gateways_openapi_includes_the_rooms_api_and_docs_answer(stack: Stack) -> None:
-    async with client(stack) as http:
+    async with gateway_client(stack) as http:
         response = await http.get("/openapi.json")
         docs = await http.get("/docs")
     assert response.status_code == 200
@@ -77,7 +73,7 @@ async def test_a_stopped_replica_is_skipped_and_none_left_is_503() -> None:
     with make_stack("rooms=2") as stack:  # TCP upstreams this time
         stack.stop_process("rooms-1", signal.SIGKILL)
         markers = [f"left-{uuid.uuid4().hex[:8]}-{i}" for i in range(4)]
-        async with client(stack) as http:
+        async with gateway_client(stack) as http:
             for marker in markers:
                 assert (await http.get(f"/api/nonexistent?probe={marker}")).status_code == 404
             await wait_until_async(

@@ -17,6 +17,7 @@ from realtime.tasks import cancel_and_wait
 from realtime_client import Backoff, Room
 
 from tests.conftest import DEADLINE, make_stack, wait_until_async
+from tests.support.api import gateway_client
 
 KEY = "faults-key-51c0e9a7"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -32,8 +33,7 @@ def faults_stack() -> Iterator[Stack]:
 
 @pytest.fixture
 async def api(faults_stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
-    base = faults_stack.gateway_url.replace("ws://", "http://", 1)
-    async with httpx.AsyncClient(base_url=base, timeout=DEADLINE) as client:
+    async with gateway_client(faults_stack) as client:
         yield client
 
 

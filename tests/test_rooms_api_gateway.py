@@ -12,8 +12,8 @@ import httpx
 import pytest
 from devstack.stack import Stack
 
-from tests.conftest import DEADLINE, make_stack, next_event, recv, wait_until_async, ws
-from tests.support.api import assert_refusals
+from tests.conftest import make_stack, next_event, recv, wait_until_async, ws
+from tests.support.api import assert_refusals, gateway_client
 
 KEY = "gw-key-0c5d8e2a91"
 RATE_KEY = "gw-rate-key-77aa01"  # its own bucket: the rate-limit test empties it
@@ -37,8 +37,7 @@ def gateway_api_stack() -> Iterator[Stack]:
 
 @pytest.fixture
 async def api(gateway_api_stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
-    base = gateway_api_stack.gateway_url.replace("ws://", "http://", 1)
-    async with httpx.AsyncClient(base_url=base, timeout=DEADLINE) as client:
+    async with gateway_client(gateway_api_stack) as client:
         yield client
 
 

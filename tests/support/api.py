@@ -1,8 +1,16 @@
 """What the publish API refuses, checked the same way straight to a replica and through the gateway."""
 
 import httpx
+from devstack.stack import Stack
+
+from tests.conftest import DEADLINE
 
 WS_MAX_SIZE = 64 * 1024  # the services' default
+
+
+def gateway_client(stack: Stack) -> httpx.AsyncClient:
+    """An HTTP client for the gateway's plain HTTP side (no proxy or netrc from the environment)."""
+    return httpx.AsyncClient(base_url=stack.http_url, timeout=DEADLINE, trust_env=False)
 
 
 async def assert_refusals(http: httpx.AsyncClient, key: str, wrong_key: str) -> None:

@@ -20,7 +20,7 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
 
 from gateway.http_forward import Forwarder
-from gateway.upstream_http import UpstreamError, UpstreamResponse
+from gateway.upstream_http import Outgoing, UpstreamError, UpstreamResponse
 from gateway.upstreams import Address, UpstreamPool, shown
 
 logger = logging.getLogger("gateway.http")
@@ -98,11 +98,9 @@ class ApiDocs:
 
     async def _fetch_from(self, pool: UpstreamPool, address: Address) -> dict[str, Any] | None:
         where = f"{pool.name} {shown(address)}"
-        accept = [(b"accept", b"application/json")]
+        request = Outgoing(b"GET", b"/openapi.json", [(b"accept", b"application/json")])
         try:
-            response = await self.forwarder.send_to(
-                pool, address, b"GET", b"/openapi.json", accept, b"", FETCH_TIMEOUT
-            )
+            response = await self.forwarder.send_to(pool, address, request, FETCH_TIMEOUT)
             try:
                 body = await _read(response)
             finally:

@@ -33,6 +33,7 @@ from starlette.types import Receive, Scope, Send
 from gateway.proxy import Proxy, forwarded_headers
 from gateway.upstream_http import (
     ConnectFailed,
+    Outgoing,
     UpstreamClient,
     UpstreamError,
     UpstreamResponse,
@@ -91,31 +92,22 @@ class Forwarder:
     async def aclose(self) -> None:
         await self.client.aclose()
 
-    async def send(
-        self, pool: UpstreamPool, method: bytes, target: bytes, headers: Headers, body: bytes
-    ) -> tuple[UpstreamResponse, Address]:
+    async def send(self, pool: UpstreamPool, request: Outgoing) -> tuple[UpstreamResponse, Address]:
         """Send to the first replica that takes a connection; the response's body is still to be read
         (``aiter_raw``, then ``aclose``). Raises ``Unreachable``, or the UpstreamError once it was sent."""
         for address in pool.candidates():
             try:
-                return await self.send_to(pool, address, method, target, headers, body), address
+                return await self.send_to(pool, address, request), address
             except ConnectFailed as exc:
                 logger.info("upstream %s %s unreachable (%s)", pool.name, shown(address), exc)
         raise Unreachable(pool.name)
 
     async def send_to(
-        self,
-        pool: UpstreamPool,
-        address: Address,
-        method: bytes,
-        target: bytes,
-        headers: Headers,
-        body: bytes,
-        answer_within: float | None = None,
+        self, pool: UpstreamPool, address: Address, request: Outgoing, answer_within: float | None = None
     ) -> UpstreamResponse:
         """Send to one replica; one that cannot be connected to is marked down (ConnectFailed raised)."""
         try:
-            return await self.client.request(address, method, target, headers, body, answer_within)
+            return await self.client.request(address, request, answer_within)
         except ConnectFailed:
             pool.mark(address, False)  # nothing was sent: the next replica may take it
             raise
@@ -148,10 +140,10 @@ class ForwardedRoute:
         target = scope.get("raw_path") or scope["path"].encode("latin-1")
         if scope.get("query_string"):
             target += b"?" + scope["query_string"]
-        method = scope["method"].encode("ascii")
+        request = Outgoing(scope["method"].encode("ascii"), target, headers, body)
         started = time.monotonic()
         try:
-            response, address = await forwarder.send(pool, method, target, headers, body)
+            response, address = await forwarder.send(pool, request)
         except Unreachable:
             logger.warning("%s - no replica of %s answered %s", peer, pool.name, scope["path"])
             return await answer(scope, receive, send, 503, "no upstream available", retry_after=True)
@@ -231,7 +223,3 @@ async def answer(
 def _peer(scope: Scope) -> str:
     client = scope.get(PEER, scope.get("client"))
     return client[0] if client else "-"  # "-": no address (a Unix socket), as the splice says
-
-
-def _why(exc: Exception) -> str:
-    return str(exc) or type(exc).__name__

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 import h11
 
@@ -22,6 +23,17 @@ from gateway.upstreams import UNIX, Address, open_stream, shown
 
 Headers = list[tuple[bytes, bytes]]
 READ_SIZE = 64 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """A request as it goes to a replica: end-to-end header fields only (the client adds Host and
+    Content-Length)."""
+
+    method: bytes
+    target: bytes
+    headers: Headers
+    body: bytes = b""
 
 
 class UpstreamError(Exception):
@@ -111,24 +123,19 @@ class UpstreamClient:
         self._pruned_at = 0.0
 
     async def request(
-        self,
-        address: Address,
-        method: bytes,
-        target: bytes,
-        headers: Headers,
-        body: bytes,
-        answer_within: float | None = None,
+        self, address: Address, request: Outgoing, answer_within: float | None = None
     ) -> UpstreamResponse:
         """Send one request; returns once the status line and header fields arrived (within
         ``answer_within`` seconds, by default the client's ``timeout``)."""
         deadline = answer_within if answer_within is not None else self.timeout
         conn = self._reuse(address) or await self._connect(address, min(self.connect_timeout, deadline))
         host = b"localhost" if address[0].startswith(UNIX) else shown(address).encode("ascii")
-        fields = [(b"host", host), *headers]
+        method, body = request.method, request.body
+        fields = [(b"host", host), *request.headers]
         if body or method not in (b"GET", b"HEAD", b"DELETE", b"OPTIONS"):
             fields.append((b"content-length", b"%d" % len(body)))
         try:
-            data = conn.h11.send(h11.Request(method=method, target=target, headers=fields))
+            data = conn.h11.send(h11.Request(method=method, target=request.target, headers=fields))
             if body:
                 data += conn.h11.send(h11.Data(data=body))
             data += conn.h11.send(h11.EndOfMessage())
