@@ -182,6 +182,17 @@ def restart_gateway(stack: Stack) -> Callable[[], Awaitable[None]]:
     return fault
 
 
+def kill_and_restart_gateway(stack: Stack) -> Callable[[], Awaitable[None]]:
+    """The public door crashes: every member's connection breaks at once (1006), mid-traffic."""
+
+    async def fault() -> None:
+        await in_thread(lambda: stack.stop_process("gateway", signal.SIGKILL))
+        await in_thread(lambda: stack.start_process("gateway"))
+        await in_thread(lambda: stack.wait_ready(names=["gateway"]))
+
+    return fault
+
+
 def rolling_restart(stack: Stack) -> Callable[[], Awaitable[None]]:
     async def fault() -> None:
         for replica in ("rooms-1", "rooms-2"):
@@ -196,6 +207,7 @@ FAULTS = {
     "nats-sigkill-restart": kill_and_restart_nats,
     "rooms-replica-sigkill": kill_one_replica,
     "gateway-sigterm-restart": restart_gateway,
+    "gateway-sigkill-restart": kill_and_restart_gateway,
     "rolling-restart": rolling_restart,
 }
 
