@@ -1,0 +1,15 @@
+from realtime.backoff import Backoff
+
+
+def test_delays_double_up_to_the_limit_and_reset_starts_over():
+    backoff = Backoff(first=0.1, limit=0.5, jitter=0.0)
+    assert [backoff.next() for _ in range(5)] == [0.1, 0.2, 0.4, 0.5, 0.5]
+    backoff.reset()
+    assert backoff.next() == 0.1
+
+
+def test_jitter_stays_within_its_bounds():
+    backoff = Backoff(first=1.0, limit=1.0, jitter=0.25)
+    delays = [backoff.next() for _ in range(200)]
+    assert all(0.75 <= d <= 1.25 for d in delays)
+    assert len(set(delays)) > 1
