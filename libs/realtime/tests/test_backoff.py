@@ -13,3 +13,10 @@ def test_jitter_stays_within_its_bounds():
     delays = [backoff.next() for _ in range(200)]
     assert all(0.75 <= d <= 1.25 for d in delays)
     assert len(set(delays)) > 1
+
+
+def test_worth_logging_the_first_and_every_nth():
+    from realtime.lograte import worth_logging
+
+    assert [n for n in range(1, 3001) if worth_logging(n)] == [1, 1000, 2000, 3000]
+    assert [n for n in range(1, 8) if worth_logging(n, every=3)] == [1, 3, 6]
