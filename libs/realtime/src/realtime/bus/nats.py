@@ -3,6 +3,7 @@
 import asyncio
 import contextlib
 import logging
+import secrets
 from urllib.parse import urlsplit
 
 import nats
@@ -128,7 +129,7 @@ class NatsBus(Bus):
 
         nats-py's ``close()`` writes what it buffered while reconnecting to the transport it lost, which
         raises ``RuntimeError`` (the handler is closed); that buffer can never be sent now, so it is
-        dropped first (nats-py has no public call for it)."""
+        dropped first (nats-py has no public call for it: pinned by tests/test_nats_internals.py)."""
         pending = nc.pending_data_size
         if not nc.is_connected and pending:
             logger.info("NATS not connected at shutdown: %d unsent bytes dropped", pending)
@@ -201,7 +202,10 @@ class NatsBus(Bus):
         if limit < 1 or await self.last_stored(stream, subject) <= after:
             return []  # nothing to read (a fetch from an empty range waits out its timeout)
         js = self._js()
+        name = f"read-{secrets.token_hex(8)}"  # named here, so it can be deleted by name afterwards
         config = api.ConsumerConfig(
+            name=name,
+            filter_subject=subject,
             deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE,
             opt_start_seq=after + 1,
             ack_policy=api.AckPolicy.NONE,
@@ -209,9 +213,11 @@ class NatsBus(Bus):
             num_replicas=1,
             inactive_threshold=30.0,  # the server removes it if this replica vanishes mid-read
         )
-        sub = await js.pull_subscribe(subject, stream=stream, config=config)
+        await js.add_consumer(stream, config)
         found: list[Stored] = []
+        sub: JetStreamContext.PullSubscription | None = None
         try:
+            sub = await js.pull_subscribe_bind(consumer=name, stream=stream)
             while len(found) < limit:
                 try:
                     batch = await sub.fetch(min(limit - len(found), 1000), timeout=FETCH_TIMEOUT)
@@ -223,9 +229,9 @@ class NatsBus(Bus):
                 if not batch or batch[-1].metadata.num_pending == 0:
                     break
         finally:
-            name = sub._consumer  # type: ignore[attr-defined]
-            with contextlib.suppress(Exception):
-                await sub.unsubscribe()
+            if sub is not None:
+                with contextlib.suppress(Exception):
+                    await sub.unsubscribe()
             with contextlib.suppress(Exception):
                 await js.delete_consumer(stream, name)
         return found[:limit]
