@@ -10,7 +10,7 @@ class GatewaySettings(ServiceSettings):
     port: int = 8000
 
     # WebSocket path pattern -> upstream name; ``{name}`` matches one path segment.
-    routes: dict[str, str] = {"/echo": "echo", "/ws/{room_id}": "rooms", "/stats": "stats"}
+    routes: dict[str, str] = {"/echo": "echo", "/ws/{room_id}": "rooms", "/ws": "rooms", "/stats": "stats"}
     # Upstream name -> replicas as host:port; a host name may resolve to several replicas (compose DNS).
     upstreams: dict[str, list[str]] = {
         "echo": ["127.0.0.1:8101"],

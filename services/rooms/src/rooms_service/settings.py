@@ -82,6 +82,24 @@ class RoomsSettings(ServiceSettings):
     # Seconds a member cut off as a slow consumer (1013) keeps its connection to read its backlog and
     # the close frame before the connection is dropped.
     slow_consumer_close_deadline: float = Field(default=60.0, gt=0)
+    # The multiplexed /ws (one connection, many rooms).
+    max_rooms_per_connection: int = Field(
+        default=128,
+        ge=1,
+        le=4096,
+        description="Rooms one /ws connection may be in at once; the next join gets an error frame 4029.",
+    )
+    connection_join_rate: float = Field(
+        default=10.0,
+        gt=0,
+        description="Joins a second one /ws connection may make (refused ones count); over it, error 4029.",
+    )
+    connection_join_burst: int = Field(
+        default=160,
+        ge=1,
+        description="Joins a /ws connection may make at once: above MAX_ROOMS_PER_CONNECTION so a client "
+        "that reconnects can rejoin every room it had in one go.",
+    )
 
     @field_validator("subject_prefix")
     @classmethod

@@ -209,7 +209,7 @@ class Stack:
                     self._add_service(f"{service}-{i}", service, module, port, "/readyz")
                 )
 
-        routes = {"/echo": "echo", "/ws/{room_id}": "rooms", "/stats": "stats"}
+        routes = {"/echo": "echo", "/ws/{room_id}": "rooms", "/ws": "rooms", "/stats": "stats"}
         for service, (module, route) in cfg.extra_services.items():
             port = free_port()
             upstreams[service] = [self._add_service(f"{service}-1", service, module, port, "/healthz")]
@@ -467,7 +467,7 @@ class Stack:
         self.stop()
 
     def describe(self) -> Iterator[str]:
-        paths = "/echo  /ws/{room_id}  /stats"
+        paths = "/echo  /ws/{room_id}  /ws  /stats"
         gateway = self.processes["gateway"]
         yield f"gateway     {self.gateway_url}  {paths}   pid {gateway.pid}   page {self.http_url}/"
         for name, process in self.processes.items():
