@@ -1,7 +1,10 @@
 """One connection, many rooms (``/ws``) end to end: two rooms replicas, a real nats-server and the real
 gateway, as processes; every client connects through the gateway (which alternates the replicas)."""
 
+import asyncio
+import contextlib
 import json
+import signal
 import time
 from collections.abc import Iterator
 
@@ -9,6 +12,7 @@ import jwt
 import pytest
 from devstack.stack import Stack
 from realtime.close_codes import CloseCode
+from realtime_client import Backoff, Closed, Connection, Joined, Message
 from websockets.asyncio.client import ClientConnection
 
 from tests.conftest import make_stack, recv, ws
@@ -126,3 +130,79 @@ async def test_a_token_lacking_a_room_is_refused_4001_for_that_join_only(mux_sta
         assert (await join(conn, "guarded"))["name"] == "Ada"  # a token member needs no password
         ack = await say(conn, "allowed", "hi", "t-1")
         assert ack["type"] == "ack"
+
+
+# --- a rooms replica SIGKILLed mid-traffic: the Python client's Connection rejoins every room ------------
+ROOMS = ("k-red", "k-blue", "k-green")
+
+
+async def test_a_replica_killed_mid_traffic_every_room_rejoined_nothing_acked_lost_or_doubled() -> None:
+    with make_stack("rooms=2") as stack:
+        fast = Backoff(first=0.1, limit=1.0)
+        listeners = [Connection(stack.gateway_url, backoff=fast, open_timeout=5) for _ in range(2)]
+        sender = Connection(stack.gateway_url, backoff=Backoff(first=0.1, limit=1.0), open_timeout=5)
+        got: dict[tuple[int, str], list[Message]] = {(i, r): [] for i in range(2) for r in ROOMS}
+        acked: dict[str, dict[str, int]] = {r: {} for r in ROOMS}
+        async with listeners[0], listeners[1], sender:
+            reading = []
+            for i, listener in enumerate(listeners):
+                for room in ROOMS:
+                    joined = await listener.join(room)
+                    reading.append(asyncio.create_task(read_into(joined, got[(i, room)])))
+            rooms = {room: await sender.join(room) for room in ROOMS}
+            stop = asyncio.Event()
+
+            async def send_to(room: str) -> None:
+                n = 0
+                sends: list[asyncio.Task[None]] = []
+                while not stop.is_set():
+                    msg_id = f"{room}-{n}"
+                    n += 1
+                    sends.append(asyncio.create_task(ack_into(rooms[room], msg_id, acked[room])))
+                    await asyncio.sleep(0.05)
+                await asyncio.wait(sends, timeout=20)
+
+            sending = [asyncio.create_task(send_to(room)) for room in ROOMS]
+            await asyncio.sleep(1.5)
+            await asyncio.to_thread(lambda: stack.stop_process("rooms-1", signal.SIGKILL))
+            killed_at = sum(map(len, acked.values()))
+            async with asyncio.timeout(30):  # traffic flows again in every room
+                while sum(map(len, acked.values())) < killed_at + 30:
+                    await asyncio.sleep(0.05)
+            await asyncio.sleep(1.0)
+            stop.set()
+            await asyncio.gather(*sending)
+            async with asyncio.timeout(20):  # every listener gets every acknowledged message
+                while not all(
+                    set(acked[room].values()) <= {m.seq for m in got[(i, room)]}
+                    for i in range(2)
+                    for room in ROOMS
+                ):
+                    await asyncio.sleep(0.05)
+            for task in reading:
+                task.cancel()
+            reconnected = [c for c in (*listeners, sender) if c.closes]
+            assert reconnected, "the killed replica held none of the connections"
+            for connection in reconnected:  # back, and in every room again (a welcome per room per socket)
+                assert connection.connects >= 2
+                assert all(room.welcomes >= 2 for room in connection.rooms.values())
+        for (i, room), messages in got.items():
+            ids = [m.id for m in messages]
+            seqs = [m.seq for m in messages]
+            assert len(ids) == len(set(ids)), (i, room)  # nothing doubled
+            assert seqs == sorted(seqs), (i, room)  # in order
+            assert all(m.room == room for m in messages)
+            assert {m.id: m.seq for m in messages} == acked[room] | {
+                m.id: m.seq for m in messages if m.id not in acked[room]
+            }  # every acknowledged message, with its acknowledged seq
+            assert set(acked[room]) <= set(ids), (i, room)
+
+
+async def read_into(room: Joined, into: list[Message]) -> None:
+    async for message in room:
+        into.append(message)
+
+
+async def ack_into(room: Joined, msg_id: str, into: dict[str, int]) -> None:
+    with contextlib.suppress(Closed, asyncio.CancelledError):
+        into[msg_id] = await room.send(msg_id, id=msg_id)
