@@ -32,6 +32,8 @@ import sys
 import time
 
 from devstack.stack import Stack, StackConfig, free_port
+
+from bench import rooms_mux
 from websockets.asyncio.client import connect
 
 MEMBERS = int(os.environ.get("BENCH_ROOMS_MEMBERS", "1000"))
@@ -184,6 +186,8 @@ def main() -> None:
         print(f"{name} ...", file=sys.stderr, flush=True)
         results[name] = run_baseline(app, path)
     print_table(results)
+    if os.environ.get("BENCH_ROOMS_MUX", "1") != "0":  # many rooms on one connection (bench/rooms_mux.py)
+        rooms_mux.main()
 
 
 def print_table(results: dict[str, dict]) -> None:
