@@ -32,9 +32,9 @@ import sys
 import time
 
 from devstack.stack import Stack, StackConfig, free_port
+from websockets.asyncio.client import connect
 
 from bench import rooms_mux
-from websockets.asyncio.client import connect
 
 MEMBERS = int(os.environ.get("BENCH_ROOMS_MEMBERS", "1000"))
 SENDERS = int(os.environ.get("BENCH_ROOMS_SENDERS", "10"))
