@@ -1,6 +1,7 @@
 """The multiplexed ``/ws`` in one process (memory:// bus, the platform's uvicorn protocol): its frames,
 its per-frame errors that leave the connection open, its limits and its connection-level closes."""
 
+import asyncio
 import json
 import time
 
@@ -171,3 +172,53 @@ async def test_a_token_lacking_a_room_is_refused_for_that_join_only() -> None:
         assert (await both(conn))[0]["user"] == "ada"
     async with served(token_secret=SECRET) as (_, url), client(f"{url}/ws?token=forged") as conn:
         assert await close_of(conn) == (CloseCode.INVALID_TOKEN, "invalid token")
+
+
+async def test_the_message_rate_is_the_connections_across_its_rooms() -> None:
+    async with (
+        served(message_rate=0.001, message_burst=3) as (app, url),
+        client(f"{url}/ws") as conn,
+    ):
+        await join(conn, "r1")
+        await join(conn, "r2")
+        for n, room in enumerate(("r1", "r2", "r1")):
+            await conn.send(json.dumps({"type": "send", "room": room, "text": "x", "id": f"ok-{n}"}))
+            await both(conn)
+        await conn.send(json.dumps({"type": "send", "room": "r2", "text": "x", "id": "over"}))
+        error = await frames(conn, "error")
+        assert (error["id"], error["code"], error["reason"]) == (
+            "over",
+            CloseCode.TOO_MANY,
+            "rate limit exceeded",
+        )
+        for n in range(9):  # ten refusals in a row: the connection is closed
+            await conn.send(json.dumps({"type": "send", "room": "r1", "text": "x", "id": f"more-{n}"}))
+        assert await close_of(conn) == (CloseCode.POLICY_VIOLATION, "rate limit exceeded")
+        async with asyncio.timeout(10):
+            while app.state.rooms.stats()["members"]:
+                await asyncio.sleep(0.01)  # both memberships gone with the connection
+
+
+async def test_a_slow_reader_is_cut_off_as_one_connection() -> None:
+    chunk = "y" * 30_000
+    async with (
+        served(send_buffer_limit=64 * 1024, message_rate=10_000, message_burst=10_000) as (app, url),
+        client(f"{url}/ws", max_queue=2) as sleeper,  # joins two rooms, then never reads
+        client(f"{url}/ws", max_size=None) as talker,
+    ):
+        await join(sleeper, "slow-a")
+        await join(sleeper, "slow-b")
+        await join(talker, "slow-a")
+        await join(talker, "slow-b")
+        sent = 0
+        async with asyncio.timeout(30):
+            while not app.state.rooms.cut_off:
+                room = ("slow-a", "slow-b")[sent % 2]
+                await talker.send(
+                    json.dumps({"type": "send", "room": room, "text": f"{sent} {chunk}", "id": f"s{sent}"})
+                )
+                await both(talker)
+                sent += 1
+            while app.state.rooms.stats()["members"] != 2:  # the sleeper's two memberships are gone
+                await asyncio.sleep(0.01)
+        assert await close_of(sleeper) == (CloseCode.TRY_AGAIN_LATER, "slow consumer")
