@@ -20,7 +20,7 @@ import logging
 from typing import Any
 
 from realtime.close_codes import CloseCode
-from realtime.serve import GracefulWebSocketProtocol
+from realtime.transport import GracefulWebSocketProtocol
 
 from gateway.admission import Ticket
 from gateway.frames import FrameTracker, accept_key, close_frame

@@ -1,7 +1,7 @@
 """Server-side WebSocket frames built once and written to many connections (RFC 6455 section 5.2).
 
-A broadcast encodes its frame once per replica; ``FrameWriter`` (serve.py) writes the same bytes to every
-member's transport. No compression: per-message deflate is off on every broadcast endpoint.
+A broadcast encodes its frame once per replica; ``FrameWriter`` (realtime.transport) writes the same
+bytes to every member's transport. No compression: per-message deflate is off on every broadcast endpoint.
 """
 
 import os

@@ -23,7 +23,7 @@ from collections.abc import Iterator
 
 from realtime import metrics
 from realtime.close_codes import CloseCode
-from realtime.serve import FrameWriter
+from realtime.transport import FrameWriter
 
 logger = logging.getLogger(__name__)
 

@@ -12,8 +12,9 @@ import uvicorn
 from fastapi import FastAPI
 
 from realtime.heads import BoundedH11Protocol
-from realtime.serve import GracefulWebSocketProtocol, uvicorn_config
+from realtime.serve import uvicorn_config
 from realtime.settings import ServiceSettings
+from realtime.transport import GracefulWebSocketProtocol
 
 _handed_out: set[int] = set()
 

@@ -22,9 +22,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from rooms_service import envelopes
 from rooms_service.api_keys import ApiKeys, Verdict
-from rooms_service.fanout import Rooms
 from rooms_service.guard import FailureThrottle
 from rooms_service.room_ids import InvalidRoomId, validate_room_id
+from rooms_service.rooms import Rooms
 from rooms_service.settings import RoomsSettings
 
 logger = logging.getLogger(__name__)

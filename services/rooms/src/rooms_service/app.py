@@ -22,15 +22,15 @@ from fastapi import FastAPI, Query, WebSocket
 from realtime import metrics
 from realtime.app import create_service_app
 from realtime.close_codes import CloseCode
-from realtime.frames import text_frame
-from realtime.serve import frame_writer
 from realtime.tasks import cancel_and_wait
+from realtime.transport import frame_writer
 
 from rooms_service import api, envelopes
-from rooms_service.fanout import Member, Resume, Room, Rooms
 from rooms_service.guard import FailureThrottle, PasswordGuard, Verdict
 from rooms_service.limits import TokenBucket
+from rooms_service.membership import Membership, Resume
 from rooms_service.room_ids import InvalidRoomId, validate_room_id
+from rooms_service.rooms import NotAdmitted, Rooms
 from rooms_service.settings import RoomsSettings
 from rooms_service.throttle_sync import announcer, apply_others, results_subject
 from rooms_service.tokens import Identity, TokenVerifier, display_name
@@ -203,35 +203,32 @@ async def _session(
     """Join first (the member hears the room from the moment its handshake completes), then accept."""
     writer = frame_writer(websocket)
     if writer is None:
-        raise RuntimeError("rooms needs the platform's WebSocket protocol (realtime.serve)")
-    member = Member(secrets.token_hex(6), websocket, writer, json, user=who[0], name=who[1])
+        raise RuntimeError("rooms needs the platform's WebSocket protocol (realtime.transport)")
+    member = Membership(secrets.token_hex(6), room_id, writer, json, user=who[0], name=who[1])
     try:
-        room = await rooms.join(room_id, member)
-    except Exception as exc:  # never connected to NATS, its reconnect buffer is full, or no history yet
-        logger.warning("room %s: could not join (%s)", room_id, type(exc).__name__)
-        await _refuse(websocket, CloseCode.TRY_AGAIN_LATER, "messaging unavailable")
-        return
-    try:
-        await websocket.accept()
         try:
-            await rooms.greet(room, member, resume)
+            await rooms.join(member, resume, accept=websocket.accept)
+        except NotAdmitted as exc:  # never connected to NATS, its reconnect buffer is full, or no history
+            logger.warning("room %s: could not join (%s)", room_id, exc)
+            await _refuse(websocket, CloseCode.TRY_AGAIN_LATER, "messaging unavailable")
+            return
         except Exception as exc:  # the history went away between join and welcome
             logger.warning("room %s: could not welcome (%s)", room_id, type(exc).__name__)
             _close(member, CloseCode.TRY_AGAIN_LATER, "messaging unavailable")
             return
         bucket = TokenBucket(settings.message_rate, settings.message_burst)
-        await _relay(rooms, room, member, bucket, counts)
+        await _relay(rooms, websocket, member, bucket, counts)
     finally:
-        await rooms.leave(room, member)
+        await rooms.leave(member)
 
 
 async def _relay(
-    rooms: Rooms, room: Room, member: Member, bucket: TokenBucket, counts: _RelayMetrics
+    rooms: Rooms, websocket: WebSocket, member: Membership, bucket: TokenBucket, counts: _RelayMetrics
 ) -> None:
     """Store what the member says until it leaves or breaks a limit (size is uvicorn's: 1009); a JSON
     member that gave an id is acknowledged with the stored seq once it is stored."""
     while True:
-        message: dict[str, Any] = await member.websocket.receive()
+        message: dict[str, Any] = await websocket.receive()
         if message["type"] == "websocket.disconnect":
             return
         text = message.get("text")
@@ -252,17 +249,15 @@ async def _relay(
                 _close(member, CloseCode.POLICY_VIOLATION, "invalid message id")
                 return
         try:
-            stored = await rooms.say(room, member, text, msg_id)
+            await rooms.send(member, text, msg_id)  # stored, then acked when it has an id
         except Exception as exc:  # NATS away for longer than ROOM_STORE_TIMEOUT
-            logger.warning("room %s: could not store (%s)", room.id, type(exc).__name__)
+            logger.warning("room %s: could not store (%s)", member.room_id, type(exc).__name__)
             _close(member, CloseCode.TRY_AGAIN_LATER, "messaging unavailable")
             return
         if counts.on:
             counts.publish_to_store.observe(time.perf_counter() - started)
-        if msg_id is not None:
-            member.writer.write(text_frame(envelopes.ack(msg_id, stored.seq)))
 
 
-def _close(member: Member, code: CloseCode, reason: str) -> None:
+def _close(member: Membership, code: CloseCode, reason: str) -> None:
     # The FrameWriter closes behind what is queued, without waiting for the client to read it.
     member.writer.close(code, reason, abort_after=5.0)

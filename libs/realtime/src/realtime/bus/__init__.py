@@ -3,6 +3,7 @@
 from realtime.bus.base import (
     Bus,
     BusUnavailable,
+    Handler,
     Message,
     StoreAck,
     Stored,
@@ -16,6 +17,7 @@ from realtime.bus.base import (
 __all__ = [
     "Bus",
     "BusUnavailable",
+    "Handler",
     "Message",
     "StoreAck",
     "Stored",

@@ -4,9 +4,12 @@ import asyncio
 import logging
 import re
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+
+from realtime.lograte import worth_logging
+from realtime.tasks import cancel_and_wait
 
 logger = logging.getLogger(__name__)
 
@@ -80,11 +83,20 @@ def subject_matches(pattern: str, subject: str) -> bool:
     return len(p_tokens) == len(s_tokens)
 
 
-class Subscription:
-    """An async iterator of messages with a bounded queue: a stalled reader drops, never grows."""
+# What ``Bus.listen`` calls for each message, one at a time, in the order they arrived.
+Handler = Callable[["Message"], Awaitable[None]]
 
-    def __init__(self, subject: str, max_pending: int) -> None:
+
+class Subscription:
+    """An async iterator of messages with a bounded queue: a stalled reader drops, never grows.
+
+    A subscription made by ``Bus.listen`` has a ``handler`` instead of a reader: the backend calls it for
+    each message from the one queue it keeps anyway (nats-py's own, for NATS; this one, for memory://)."""
+
+    def __init__(self, subject: str, max_pending: int, handler: Handler | None = None) -> None:
         self.subject = subject
+        self.max_pending = max_pending
+        self.handler = handler
         self.dropped = 0
         self._queue: asyncio.Queue[Message] = asyncio.Queue(max_pending)
 
@@ -92,9 +104,13 @@ class Subscription:
         try:
             self._queue.put_nowait(message)
         except asyncio.QueueFull:
-            self.dropped += 1
-            if self.dropped == 1 or self.dropped % 1000 == 0:
-                logger.warning("subscription %s is not keeping up: %d dropped", self.subject, self.dropped)
+            self.missed()
+
+    def missed(self) -> None:
+        """One message dropped because the reader is not keeping up (counted, logged now and then)."""
+        self.dropped += 1
+        if worth_logging(self.dropped):
+            logger.warning("subscription %s is not keeping up: %d dropped", self.subject, self.dropped)
 
     def __aiter__(self) -> "Subscription":
         return self
@@ -170,3 +186,35 @@ class Bus(ABC):
             yield subscription
         finally:
             await self._remove(subscription)
+
+    # True when the backend calls a ``listen`` handler itself, from the queue it keeps anyway.
+    calls_handlers = False
+
+    @asynccontextmanager
+    async def listen(
+        self, subject: str, handler: Handler, max_pending: int = 4096
+    ) -> AsyncIterator[Subscription]:
+        """``await handler(message)`` for every message on ``subject``, one at a time and in order, while
+        the block runs: the hot path (a room's stored messages). No second queue: a NATS backend calls
+        the handler from nats-py's own subscription queue, at most ``max_pending`` messages deep (beyond
+        that, messages are dropped and counted on ``dropped``). A handler that raises is logged; the
+        next message is handled as usual."""
+        subscription = Subscription(subject, max_pending, handler)
+        await self._add(subscription)
+        pump = None
+        if not self.calls_handlers:
+            pump = asyncio.create_task(_pump(subscription, handler), name=f"listen {subject}")
+        try:
+            yield subscription
+        finally:
+            await cancel_and_wait(pump)
+            await self._remove(subscription)
+
+
+async def _pump(subscription: Subscription, handler: Handler) -> None:
+    """For a backend that does not call handlers itself: the subscription's queue, read by one task."""
+    async for message in subscription:
+        try:
+            await handler(message)
+        except Exception:
+            logger.exception("subscription %s: the handler failed", subscription.subject)

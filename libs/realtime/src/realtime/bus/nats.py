@@ -3,12 +3,14 @@
 import asyncio
 import contextlib
 import logging
+import secrets
 from urllib.parse import urlsplit
 
 import nats
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription as NatsSubscription
+from nats.errors import SlowConsumerError
 from nats.js import api
 from nats.js.client import JetStreamContext
 from nats.js.errors import BadRequestError, NotFoundError
@@ -32,6 +34,14 @@ def server_urls(url: str) -> list[str]:
         if not urlsplit(each).hostname:
             raise ValueError(f"bus URL {url!r} has a server without a host")
     return urls
+
+
+def _message(msg: Msg) -> Message:
+    headers = msg.headers
+    if headers and "Nats-Sequence" in headers:  # a stored message, republished by its stream
+        seq, last = int(headers["Nats-Sequence"]), int(headers.get("Nats-Last-Sequence") or 0)
+        return Message(msg.subject, msg.data, seq, last)
+    return Message(msg.subject, msg.data)
 
 
 class NatsBus(Bus):
@@ -128,7 +138,7 @@ class NatsBus(Bus):
 
         nats-py's ``close()`` writes what it buffered while reconnecting to the transport it lost, which
         raises ``RuntimeError`` (the handler is closed); that buffer can never be sent now, so it is
-        dropped first (nats-py has no public call for it)."""
+        dropped first (nats-py has no public call for it: pinned by tests/test_nats_internals.py)."""
         pending = nc.pending_data_size
         if not nc.is_connected and pending:
             logger.info("NATS not connected at shutdown: %d unsent bytes dropped", pending)
@@ -201,7 +211,10 @@ class NatsBus(Bus):
         if limit < 1 or await self.last_stored(stream, subject) <= after:
             return []  # nothing to read (a fetch from an empty range waits out its timeout)
         js = self._js()
+        name = f"read-{secrets.token_hex(8)}"  # named here, so it can be deleted by name afterwards
         config = api.ConsumerConfig(
+            name=name,
+            filter_subject=subject,
             deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE,
             opt_start_seq=after + 1,
             ack_policy=api.AckPolicy.NONE,
@@ -209,9 +222,11 @@ class NatsBus(Bus):
             num_replicas=1,
             inactive_threshold=30.0,  # the server removes it if this replica vanishes mid-read
         )
-        sub = await js.pull_subscribe(subject, stream=stream, config=config)
+        await js.add_consumer(stream, config)
         found: list[Stored] = []
+        sub: JetStreamContext.PullSubscription | None = None
         try:
+            sub = await js.pull_subscribe_bind(consumer=name, stream=stream)
             while len(found) < limit:
                 try:
                     batch = await sub.fetch(min(limit - len(found), 1000), timeout=FETCH_TIMEOUT)
@@ -223,9 +238,9 @@ class NatsBus(Bus):
                 if not batch or batch[-1].metadata.num_pending == 0:
                     break
         finally:
-            name = sub._consumer  # type: ignore[attr-defined]
-            with contextlib.suppress(Exception):
-                await sub.unsubscribe()
+            if sub is not None:
+                with contextlib.suppress(Exception):
+                    await sub.unsubscribe()
             with contextlib.suppress(Exception):
                 await js.delete_consumer(stream, name)
         return found[:limit]
@@ -241,19 +256,39 @@ class NatsBus(Bus):
             with contextlib.suppress(Exception):
                 await nats_sub.unsubscribe()
 
+    calls_handlers = True  # a listen() handler is called by nats-py's subscription task: one queue
+
     async def _nats_subscribe(self, subscription: Subscription) -> None:
-        async def on_message(msg: Msg) -> None:
-            headers = msg.headers
-            if headers and "Nats-Sequence" in headers:  # a stored message, republished by its stream
-                seq, last = int(headers["Nats-Sequence"]), int(headers.get("Nats-Last-Sequence") or 0)
-                subscription.deliver(Message(msg.subject, msg.data, seq, last))
-            else:
-                subscription.deliver(Message(msg.subject, msg.data))
+        handler = subscription.handler
+        if handler is None:  # subscribe(): a reader iterates the subscription's own queue
+
+            async def on_message(msg: Msg) -> None:
+                subscription.deliver(_message(msg))
+
+            limits: dict[str, int] = {}
+        else:  # listen(): straight from nats-py's queue to the handler, no copy in between
+
+            async def on_message(msg: Msg) -> None:
+                try:
+                    await handler(_message(msg))
+                except Exception:
+                    logger.exception("subscription %s: the handler failed", subscription.subject)
+
+            limits = {"pending_msgs_limit": subscription.max_pending}
 
         nc = self._nc
         if nc is None:
             return  # subscribed later, once the first connection is up
-        self._subscriptions[subscription] = await nc.subscribe(subscription.subject, cb=on_message)
+        nats_sub = await nc.subscribe(subscription.subject, cb=on_message, **limits)
+        self._subscriptions[subscription] = nats_sub
+
+    def _slow_listener(self, exc: SlowConsumerError) -> bool:
+        """nats-py dropped a message for a ``listen()`` handler that is not keeping up: count it there."""
+        for subscription, nats_sub in self._subscriptions.items():
+            if nats_sub is not None and nats_sub is exc.sub:
+                subscription.missed()
+                return True
+        return False
 
     def _set_ready(self, ready: bool) -> None:
         if ready != self._ready:
@@ -262,6 +297,8 @@ class NatsBus(Bus):
             self._ready_changed(ready)
 
     async def _on_error(self, exc: Exception) -> None:
+        if isinstance(exc, SlowConsumerError) and self._slow_listener(exc):
+            return
         logger.warning("NATS error: %s", exc)
 
     async def _on_disconnected(self) -> None:
