@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
+from realtime.backoff import Backoff
 from realtime.testing import free_port
 
 __all__ = ["RestartPolicy", "Stack", "StackConfig", "StackError", "free_port", "parse_scale"]
@@ -82,6 +83,7 @@ class Process:
     # Supervision: stopped on purpose (never restarted), restarts in a row, when it started, next restart.
     held: bool = False
     restarts: int = 0
+    backoff: Backoff | None = None  # the restart delays in a row (RestartPolicy.backoff)
     started_at: float = 0.0
     restart_at: float | None = None
     awaiting_ready: bool = False
@@ -128,16 +130,23 @@ class StackError(RuntimeError):
 
 @dataclass(frozen=True)
 class RestartPolicy:
-    """Restart delays: ``first_delay``, times ``factor`` per restart in a row, at most ``max_delay``; a
-    process that stayed up ``stable_after`` seconds starts again from ``first_delay``."""
+    """Restart delays, from the one backoff (``realtime.backoff``): ``first_delay``, times ``factor`` per
+    restart in a row, at most ``max_delay``, jittered by ``jitter`` (processes that died together do not
+    come back together); a process up ``stable_after`` seconds starts again from ``first_delay``."""
 
     first_delay: float = 0.5
     factor: float = 2.0
     max_delay: float = 10.0
+    jitter: float = 0.25
     stable_after: float = 30.0
 
+    def backoff(self) -> Backoff:
+        """A fresh backoff for one process: its ``next()`` is the delay before the next restart."""
+        return Backoff(first=self.first_delay, limit=self.max_delay, factor=self.factor, jitter=self.jitter)
+
     def delay(self, restarts: int) -> float:
-        return min(self.first_delay * self.factor**restarts, self.max_delay)
+        """The delay before restart ``restarts + 1`` without jitter."""
+        return self.backoff().delay(restarts)
 
 
 @dataclass(frozen=True)
@@ -405,9 +414,10 @@ class Stack:
             return
         if process.restart_at is None:  # it just ended
             _end_group(process.popen.pid)  # what it started (gateway workers) goes with it
-            if now - process.started_at >= policy.stable_after:
+            if process.backoff is None or now - process.started_at >= policy.stable_after:
                 process.restarts = 0
-            delay = policy.delay(process.restarts)
+                process.backoff = policy.backoff()
+            delay = process.backoff.next()
             process.restart_at = now + delay
             process.awaiting_ready = False
             ended = how_it_ended(returncode)
