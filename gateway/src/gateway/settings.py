@@ -23,8 +23,17 @@ class GatewaySettings(ServiceSettings):
     upstream_connect_timeout: float = 2.0
     upstream_handshake_timeout: float = 5.0
     upstream_probe_interval: float = 2.0
-    # Peers whose X-Forwarded-For is kept and extended (an ingress); "*" trusts all. Others are replaced.
-    forwarded_allow_ips: Annotated[list[str], NoDecode] = []
+    # FORWARDED_ALLOW_IPS (realtime.forwarded, the services' meaning): here the proxies in front of the
+    # gateway (an ingress). From them X-Forwarded-For is kept and extended; from anyone else it is replaced
+    # by the peer address. Empty by default: the gateway is the public door.
+    forwarded_allow_ips: Annotated[list[str], NoDecode] = Field(
+        default=[],
+        description=(
+            "Proxies in front of the gateway (an ingress) whose X-Forwarded-For names the client: IPs, CIDR "
+            "networks, 'unix' or '*', comma-separated. Empty: the peer is the client and X-Forwarded-For "
+            "is replaced."
+        ),
+    )
 
     # Connections this process holds at once (half-sent heads included). None: derived from the open-file
     # limit (each spliced session uses two descriptors), leaving room for health checks, NATS and logs.
@@ -71,7 +80,7 @@ class GatewaySettings(ServiceSettings):
                 raise ValueError(f"HTTP route prefix {prefix!r} must start with / and name a path below /")
         return value
 
-    @field_validator("forwarded_allow_ips", "allowed_origins", mode="before")
+    @field_validator("allowed_origins", mode="before")
     @classmethod
     def _split_lists(cls, value: object) -> object:
         if isinstance(value, str):
