@@ -105,15 +105,18 @@ class StackConfig:
     nats_monitor_port: int = 8222
     fixed_ports: bool = True  # False: every process on a free loopback port (tests)
     env: dict[str, str] = field(default_factory=dict)  # extra settings for every service
-    # The gateway reaches each service over a Unix socket in the log folder (TCP stays for health).
-    unix_sockets: bool = False
+    # The gateway reaches each service over a Unix socket in the log folder (TCP stays for health): the
+    # default, since everything here runs on one machine and a socket costs less than loopback TCP.
+    unix_sockets: bool = True
     # Test-only upstreams: name -> (python module, gateway route pattern); free ports.
     extra_services: dict[str, tuple[str, str]] = field(default_factory=dict)
     log_dir: Path | None = None
     echo_logs: bool = False  # also print every log line, prefixed with the process name
 
     @classmethod
-    def for_tests(cls, scale: str = "", **env: str) -> "StackConfig":
+    def like_make_run(cls, scale: str = "", **env: str) -> "StackConfig":
+        """What ``make run`` starts (Unix-socket upstreams, ``GATEWAY_WORKERS=auto``), on free ports: the
+        benchmarks' "default (make run)" rows."""
         return cls(
             scale=parse_scale(scale),
             gateway_port=free_port(),
@@ -122,6 +125,15 @@ class StackConfig:
             fixed_ports=False,
             env=dict(env),
         )
+
+    @classmethod
+    def for_tests(cls, scale: str = "", **env: str) -> "StackConfig":
+        """A small stack for one test: TCP upstreams and one gateway process unless the test asks for
+        more (``unix_sockets``, ``GATEWAY_WORKERS``): a per-process cap or count stays exact, and a test
+        stack starts fast on a shared machine."""
+        config = cls.like_make_run(scale, **{"GATEWAY_WORKERS": "1", **env})
+        config.unix_sockets = False
+        return config
 
 
 class StackError(RuntimeError):
@@ -479,10 +491,15 @@ class Stack:
     def describe(self) -> Iterator[str]:
         paths = "/echo  /ws/{room_id}  /stats"
         gateway = self.processes["gateway"]
-        yield f"gateway     {self.gateway_url}  {paths}   pid {gateway.pid}   page {self.http_url}/"
+        workers = gateway.env.get("GATEWAY_WORKERS", "auto")
+        yield (
+            f"gateway     {self.gateway_url}  {paths}   pid {gateway.pid}   workers {workers}   "
+            f"page {self.http_url}/"
+        )
         for name, process in self.processes.items():
             if name != "gateway":
-                yield f"{name:<11} 127.0.0.1:{process.port}   pid {process.pid}   log {process.log_path}"
+                via = f"   socket {process.env['UDS']}" if "UDS" in process.env else ""
+                yield f"{name:<11} 127.0.0.1:{process.port}{via}   pid {process.pid}   log {process.log_path}"
 
 
 def _end_group(pgid: int, grace: float = 5.0) -> None:
