@@ -45,6 +45,7 @@ class Receipts:
         self.last: dict[int, float] = {}
         self.doubled = 0
         self.closed = 0
+        self.close_codes: dict[int, int] = {}  # close code the server sent -> clients
 
     def record(self, tick: int, at: float) -> None:
         if tick in self.count:
@@ -73,6 +74,8 @@ class PulseClient(RawClient):
             self.receipts.record(tick, at)
         elif opcode == OP_CLOSE:
             self.receipts.closed += 1
+            code = int.from_bytes(buf[start : start + 2], "big") if end - start >= 2 else 1005
+            self.receipts.close_codes[code] = self.receipts.close_codes.get(code, 0) + 1
 
 
 async def generate(args: argparse.Namespace) -> None:
@@ -99,7 +102,13 @@ async def generate(args: argparse.Namespace) -> None:
                 "last_ms": (receipts.last[tick] - start) * 1000 if got else None,
             }
         )
-    emit(event="result", ticks=ticks, doubled=receipts.doubled, closed=receipts.closed)
+    emit(
+        event="result",
+        ticks=ticks,
+        doubled=receipts.doubled,
+        closed=receipts.closed,
+        close_codes=receipts.close_codes,
+    )
     for client in clients:
         client.close()
     await asyncio.sleep(0.5)
@@ -212,7 +221,9 @@ def print_table(rows: list[tuple[str, dict, dict[str, float]]]) -> None:
         ok = max(lasts) <= TARGET_MS and received == CLIENTS * len(ticks) and not result["doubled"]
         verdicts.append(
             f"{name}: {'met' if ok else 'MISSED'} (worst {max(lasts):.1f} ms, "
-            f"{result['doubled']} doubled, {result['closed']} closed)"
+            f"{result['doubled']} doubled, {result['closed']} closed"
+            + (f" with codes {result['close_codes']}" if result["close_codes"] else "")
+            + ")"
         )
     print(
         f"\nevery client within {TARGET_MS:.0f} ms of every tick, one pulse per tick: " + "; ".join(verdicts)
