@@ -70,3 +70,16 @@ def test_a_copy_that_drifts_is_caught() -> None:
     block = re.search(r"export const RECONNECT_CODES = new Set\(\[(.*?)\]\);", drifted, re.S)
     assert block is not None
     assert {int(c) for c in re.findall(r"^\s*(\d{4}),", block.group(1), re.M)} != {int(c) for c in RECONNECT}
+
+
+def test_realtime_js_backs_off_as_the_one_backoff() -> None:
+    """The browser client cannot import the Python Backoff; its copy of the numbers is held to it."""
+    from realtime.backoff import Backoff
+
+    one = Backoff()
+    first = re.search(r"export const BACKOFF_MIN_MS = ([\d_]+);", JS)
+    limit = re.search(r"export const BACKOFF_MAX_MS = ([\d_]+);", JS)
+    assert first is not None and limit is not None
+    assert int(first.group(1).replace("_", "")) == one.first * 1000
+    assert int(limit.group(1).replace("_", "")) == one.limit * 1000
+    assert "2 ** attempt" in JS and f"({1 - one.jitter} + Math.random() / 2)" in JS  # doubling, +-25 %
