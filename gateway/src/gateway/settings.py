@@ -1,8 +1,10 @@
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import NoDecode
 from realtime.settings import ServiceSettings
+
+from gateway.cores import auto_workers
 
 
 class GatewaySettings(ServiceSettings):
@@ -17,14 +19,32 @@ class GatewaySettings(ServiceSettings):
         "rooms": ["127.0.0.1:8201"],
         "stats": ["127.0.0.1:8301"],
     }
-    # Processes sharing the gateway's port. One per container (scale with replicas there); on one
-    # machine, one per core lets a large fan-out use every core (each relayed frame costs two TCP sends).
-    gateway_workers: int = Field(default=1, ge=1, le=64)
+    # Processes sharing the gateway's port: one per core lets a large fan-out use every core. "auto" (the
+    # default) counts the cores this process may use (gateway.cores: CPU affinity and a container's CPU
+    # quota, not the host's core count), at most 8; read as a number once the settings are loaded.
+    gateway_workers: int | Literal["auto"] = Field(
+        default="auto",
+        validate_default=True,
+        description=(
+            "Gateway worker processes sharing its port, or 'auto': one per core this process may use (CPU "
+            "affinity and a cgroup CPU quota such as a Kubernetes CPU limit, not the host's core count), "
+            "at most 8."
+        ),
+    )
     upstream_connect_timeout: float = 2.0
     upstream_handshake_timeout: float = 5.0
     upstream_probe_interval: float = 2.0
-    # Peers whose X-Forwarded-For is kept and extended (an ingress); "*" trusts all. Others are replaced.
-    forwarded_allow_ips: Annotated[list[str], NoDecode] = []
+    # FORWARDED_ALLOW_IPS (realtime.forwarded, the services' meaning): here the proxies in front of the
+    # gateway (an ingress). From them X-Forwarded-For is kept and extended; from anyone else it is replaced
+    # by the peer address. Empty by default: the gateway is the public door.
+    forwarded_allow_ips: Annotated[list[str], NoDecode] = Field(
+        default=[],
+        description=(
+            "Proxies in front of the gateway (an ingress) whose X-Forwarded-For names the client: IPs, CIDR "
+            "networks, 'unix' or '*', comma-separated. Empty: the peer is the client and X-Forwarded-For "
+            "is replaced."
+        ),
+    )
 
     # Connections this process holds at once (half-sent heads included). None: derived from the open-file
     # limit (each spliced session uses two descriptors), leaving room for health checks, NATS and logs.
@@ -63,6 +83,15 @@ class GatewaySettings(ServiceSettings):
             }
         return value
 
+    @field_validator("gateway_workers")
+    @classmethod
+    def _resolve_workers(cls, value: int | str) -> int:
+        if value == "auto":
+            return auto_workers()
+        if not 1 <= int(value) <= 64:
+            raise ValueError("GATEWAY_WORKERS must be 'auto' or a number from 1 to 64")
+        return int(value)
+
     @field_validator("http_routes")
     @classmethod
     def _check_prefixes(cls, value: dict[str, str]) -> dict[str, str]:
@@ -71,7 +100,7 @@ class GatewaySettings(ServiceSettings):
                 raise ValueError(f"HTTP route prefix {prefix!r} must start with / and name a path below /")
         return value
 
-    @field_validator("forwarded_allow_ips", "allowed_origins", mode="before")
+    @field_validator("allowed_origins", mode="before")
     @classmethod
     def _split_lists(cls, value: object) -> object:
         if isinstance(value, str):

@@ -28,7 +28,8 @@ from urllib.parse import urlencode
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
-from realtime_client.closes import ABNORMAL, Backoff, Closed, closed_error, should_reconnect
+from realtime_client.backoff import Backoff
+from realtime_client.closes import ABNORMAL, Closed, closed_error, should_reconnect
 from realtime_client.room import Gap, Member, TokenSource, close_of, token_of
 
 TRY_AGAIN_LATER = 1013  # an error frame's "messaging unavailable": the same frame may pass later

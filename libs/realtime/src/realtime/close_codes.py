@@ -23,22 +23,25 @@ class CloseCode(IntEnum):
     TOO_MANY = 4029  # over MAX_ROOMS_PER_CONNECTION, or joins or messages faster than the connection's rate
 
 
-# What a client does on each code (README, rooms section): come back and resume, or stop.
+# What a client does on each code: come back and resume, or stop. This is THE table: the Python client
+# (realtime_client.closes), the browser client (gateway/static/realtime.js) and docs/asyncapi.yaml
+# (x-close-codes) each carry a copy in their own language, and tests/test_close_codes.py holds every copy
+# to this one.
 RECONNECT = frozenset(
     {
         CloseCode.GOING_AWAY,
+        CloseCode.NO_STATUS,
         CloseCode.ABNORMAL,
         CloseCode.INTERNAL_ERROR,
         CloseCode.SERVICE_RESTART,
         CloseCode.TRY_AGAIN_LATER,
     }
 )
-FINAL = frozenset(
-    {
-        CloseCode.POLICY_VIOLATION,
-        CloseCode.MESSAGE_TOO_BIG,
-        CloseCode.INVALID_TOKEN,
-        CloseCode.FORBIDDEN,
-        CloseCode.NOT_FOUND,
-    }
-)
+# Every other code is final (1000 included: the server meant to end the session), and so is a code that
+# is in neither table.
+FINAL = frozenset(set(CloseCode) - RECONNECT)
+
+
+def should_reconnect(code: int) -> bool:
+    """What a client does after a close with ``code``: reconnect (and resume) or stop."""
+    return code in RECONNECT

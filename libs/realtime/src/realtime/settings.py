@@ -2,10 +2,12 @@
 
 import os
 import socket
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from realtime.forwarded import parse_trusted
 
 
 def _default_instance_id() -> str:
@@ -45,10 +47,18 @@ class ServiceSettings(BaseSettings):
     max_headers: int = Field(default=100, ge=8)
     max_target_length: int = Field(default=4 * 1024, ge=256)
     handshake_timeout: float = Field(default=10.0, gt=0)
-    # Proxies whose X-Forwarded-For names the client (the gateway): its address must be listed, or every
-    # client looks like the gateway. "*" where only the gateway can reach a service (compose, Kubernetes).
-    # "unix" stands for a peer on the UDS socket below (uvicorn sees no address there).
-    forwarded_allow_ips: str = "127.0.0.1,unix"
+    # Proxies whose X-Forwarded-For names the client (realtime.forwarded; the gateway's setting of the same
+    # name means the same): for a service, the gateway, whose address must be listed or every client looks
+    # like the gateway. "*" where only the gateway can reach a service (compose, Kubernetes). "unix" stands
+    # for a peer on the UDS socket below (uvicorn sees no address there).
+    forwarded_allow_ips: Annotated[list[str], NoDecode] = Field(
+        default=["127.0.0.1", "unix"],
+        description=(
+            "Proxies whose X-Forwarded-For names the client (for a service: the gateway): IPs, CIDR "
+            "networks, 'unix' (a peer on the UDS socket) or '*', comma-separated. From any other peer the "
+            "peer itself is the client."
+        ),
+    )
     # Also listen on this Unix socket: on one machine the gateway reaches the service without TCP's cost.
     uds: str | None = None
 
@@ -56,6 +66,11 @@ class ServiceSettings(BaseSettings):
     pulse_interval: float = Field(default=5.0, ge=0.05)
     # The host named in pulse samples; in Kubernetes set it to the node name (host CPU is the node's).
     pulse_host: str = Field(default_factory=socket.gethostname)
+
+    @field_validator("forwarded_allow_ips", mode="before")
+    @classmethod
+    def _trusted_proxies(cls, value: object) -> list[str]:
+        return parse_trusted(value)
 
     @field_validator("log_level", "log_format", mode="before")
     @classmethod

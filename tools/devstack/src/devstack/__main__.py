@@ -21,7 +21,9 @@ def config_from_env() -> StackConfig:
         log_dir=Path(env.get("STACK_LOG_DIR", ".stack/logs")),
         echo_logs=env.get("STACK_QUIET", "") in ("", "0", "false"),
         fixed_ports=env.get("STACK_FREE_PORTS", "") in ("", "0", "false"),
-        unix_sockets=env.get("STACK_UNIX_SOCKETS", "") not in ("", "0", "false"),
+        # On by default: every process runs on this machine. STACK_UNIX_SOCKETS=0 puts the gateway's
+        # upstreams on loopback TCP instead.
+        unix_sockets=env.get("STACK_UNIX_SOCKETS", "1") not in ("0", "false"),
     )
 
 
