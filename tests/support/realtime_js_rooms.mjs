@@ -43,7 +43,7 @@ joined["js-a"].leave();
 await new Promise((r) => setTimeout(r, 100));
 result.rooms = [...conn.rooms.keys()];
 result.singleSeq = await room.send("from the single socket");
-while (single.length < 2) await new Promise((r) => setTimeout(r, 20));
+while (single.length < 2 || result.messages["js-b"].length < 2) await new Promise((r) => setTimeout(r, 20));
 result.single = single;
 room.close();
 clearTimeout(timeout);
