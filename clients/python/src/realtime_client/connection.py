@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import json
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from types import TracebackType
 from typing import Any
 from urllib.parse import urlencode
@@ -126,6 +126,7 @@ class Connection:
         self._opened = asyncio.Event()
         self._error: Exception | None = None
         self._task: asyncio.Task[None] | None = None
+        self._retries: set[asyncio.Future[None]] = set()
 
     # --- the context manager ---------------------------------------------------------------------
     async def __aenter__(self) -> "Connection":
@@ -154,6 +155,8 @@ class Connection:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        for retry in list(self._retries):
+            retry.cancel()
         for room in list(self.rooms.values()):
             room._end()
         self.rooms.clear()
@@ -297,7 +300,7 @@ class Connection:
                 return
             if code == TRY_AGAIN_LATER:  # messaging unavailable on that replica for now: ask again
                 asyncio.get_running_loop().call_later(
-                    self.backoff.next(), lambda: asyncio.ensure_future(self._ask_join(joined))
+                    self.backoff.next(), lambda: self._later(self._ask_join(joined))
                 )
                 return
             del self.rooms[joined.room]
@@ -313,10 +316,16 @@ class Connection:
         if code == TRY_AGAIN_LATER:  # not stored: the same id again after a pause (stored once)
             text = pending[0]
             asyncio.get_running_loop().call_later(
-                self.backoff.next(), lambda: asyncio.ensure_future(joined._transmit(text, msg_id))
+                self.backoff.next(), lambda: self._later(joined._transmit(text, msg_id))
             )
             return
         pending[1].set_exception(SendRefused(code, reason))
+
+    def _later(self, step: Coroutine[Any, Any, None]) -> None:
+        """Run a retry (a join or a send again) as a task the connection holds until it is done."""
+        task = asyncio.ensure_future(step)
+        self._retries.add(task)
+        task.add_done_callback(self._retries.discard)
 
     def _fail(self, error: Exception) -> None:
         self._error = error
