@@ -466,4 +466,6 @@ def test_several_rooms_in_one_tab_over_one_connection_with_unread_counts(
         assert other.recv(timeout=DEADLINE_MS / 1000) == "for the room in the background"
         assert other.recv(timeout=DEADLINE_MS / 1000) == "from the page to a"
     assert [url for url in sockets if "/ws" in url and "/ws/" not in url] == [f"{stack.gateway_url}/ws"]
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.locator("#rooms").screenshot(path=str(SCREENSHOTS / "rooms.png"))
     page.context.close()
