@@ -1,6 +1,6 @@
 from typing import Annotated
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import NoDecode
 from realtime.settings import ServiceSettings
 
@@ -70,6 +70,15 @@ class GatewaySettings(ServiceSettings):
             if not prefix.startswith("/") or prefix == "/":
                 raise ValueError(f"HTTP route prefix {prefix!r} must start with / and name a path below /")
         return value
+
+    @model_validator(mode="after")
+    def _default_http_routes_need_their_upstream(self) -> "GatewaySettings":
+        # The default /api/ route is the rooms API's: without a rooms upstream (a gateway for one's own
+        # services) it is dropped, so a default never breaks a valid configuration. An HTTP_ROUTES that
+        # was set is kept as given, and a missing upstream in it still stops the gateway (proxy.py).
+        if "http_routes" not in self.model_fields_set:
+            self.http_routes = {p: u for p, u in self.http_routes.items() if u in self.upstreams}
+        return self
 
     @field_validator("forwarded_allow_ips", "allowed_origins", mode="before")
     @classmethod
