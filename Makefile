@@ -92,10 +92,10 @@ asyncapi: $(ASYNCAPI_DIR)/node_modules/.installed
 # (docs/hooks/); --strict fails on a broken link, a page missing from the nav or a setting without a
 # description. `make docs-serve` previews it on http://127.0.0.1:8008 as you edit.
 docs: install
-	$(VENV)/bin/mkdocs build --strict --site-dir .stack/site
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
 
 docs-serve: install
-	$(VENV)/bin/mkdocs serve --dev-addr 127.0.0.1:8008
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs serve --dev-addr 127.0.0.1:8008
 
 test: lint asyncapi docs unit system
 
