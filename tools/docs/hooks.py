@@ -366,7 +366,7 @@ def close_codes_page() -> str:
         elif code == 1000:
             client = "the session is over"
         else:
-            client = "-"
+            client = "never sent: a client reports it itself"
         rows.append([f"`{int(code)}`", f"`{code.name}`", client, cell(comments.get(code.name, ""))])
     intro = (
         "# Close codes\n\n"
