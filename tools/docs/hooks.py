@@ -35,7 +35,11 @@ SETTINGS = [
     ("Rooms", "rooms_service.settings:RoomsSettings", "the rooms service"),
     ("Stats", "stats_service.settings:StatsSettings", "the stats service"),
     ("Echo", "echo_service.settings:EchoSettings", "the echo service"),
-    ("The launcher (`make run`)", "devstack.settings:LauncherSettings", "`python -m devstack`"),
+    (
+        "The launcher (`make run`)",
+        "devstack.settings:LauncherSettings",
+        "`python -m devstack` (every other variable in its environment passes through to every service)",
+    ),
 ]
 
 
