@@ -1,6 +1,6 @@
 # Two commands do everything on a fresh machine with only Python 3.11+ and pip:
 #   make run    start NATS, every service and the gateway on http://127.0.0.1:$(PORT)
-#   make test   lint, every member's own tests, the whole-system tests (README: what it installs)
+#   make test   lint, the AsyncAPI document, the docs site, every member's own tests, the whole-system tests
 PYTHON ?= python3
 TOOLS := .tools
 UV := $(TOOLS)/bin/uv
@@ -22,8 +22,8 @@ MANIFESTS := pyproject.toml uv.lock $(foreach m,$(MEMBERS) tools/devstack,$(m)/p
 .PHONY: help install test-tools browser run test lint unit system bench smoke-podman clean asyncapi docs docs-serve
 
 help:
-	@echo "make run           start the whole stack on ws://127.0.0.1:8000 (PORT, SCALE: see README)"
-	@echo "make test          lint + every member's tests + whole-system tests (SKIP_BROWSER=1: no browser test)"
+	@echo "make run           start the whole stack on ws://127.0.0.1:8000 (PORT, SCALE: docs/reference, make docs)"
+	@echo "make test          lint + AsyncAPI + docs site + every member's tests + whole-system tests (SKIP_BROWSER=1: no browser test)"
 	@echo "make browser       install Debian's chromium for the browser test (root, apt-get)"
 	@echo "make docs          build the documentation site into .stack/site (make docs-serve: preview it)"
 	@echo "make bench         benchmarks, printed as tables"
