@@ -150,10 +150,11 @@ def settings_page() -> str:
         rows = settings_rows(cls, parent)
         module, _, name = path.partition(":")
         out.append(f"## {title}\n")
-        out.append(f"Read by {reader}: `{name}` in `{module}`.")
+        read_by = f"Read by {reader}: `{name}` in `{module}`."
         if parent is not None:
-            out.append(" The settings of the first table apply too; those listed here are its own.")
-        out.append("\n\n" + table(["variable", "type", "default", "description"], rows))
+            read_by += " The settings of the first table apply too; those listed here are its own or differ."
+        out.append(read_by + "\n")
+        out.append(table(["variable", "type", "default", "description"], rows))
     return "\n".join(out)
 
 
