@@ -155,6 +155,13 @@ def settings_page() -> str:
             read_by += " The settings of the first table apply too; those listed here are its own or differ."
         out.append(read_by + "\n")
         out.append(table(["variable", "type", "default", "description"], rows))
+    out.append("## Outside the settings classes\n")
+    out.append(
+        "Read from the environment by a library before any settings class is made, so not a field: "
+        "`PROMETHEUS_MULTIPROC_DIR` (default empty), used with `GATEWAY_WORKERS` > 1: the folder where every "
+        "worker writes its metric values (emptied at start; empty: a temporary folder). One scrape of any "
+        "worker sums them all ([metrics](../howto/metrics.md)).\n"
+    )
     return "\n".join(out)
 
 
