@@ -4,13 +4,13 @@ from enum import IntEnum
 
 
 class CloseCode(IntEnum):
-    NORMAL = 1000
+    NORMAL = 1000  # normal close: the session is over
     GOING_AWAY = 1001  # this instance is shutting down: reconnect
     NO_STATUS = 1005  # reported locally when a close frame carried no code
     ABNORMAL = 1006  # reported locally when the TCP connection dropped without a close frame
     POLICY_VIOLATION = 1008  # bad origin, rate limit, invalid room id
-    MESSAGE_TOO_BIG = 1009
-    INTERNAL_ERROR = 1011
+    MESSAGE_TOO_BIG = 1009  # a message larger than WS_MAX_SIZE
+    INTERNAL_ERROR = 1011  # unexpected server error
     SERVICE_RESTART = 1012  # the gateway lost its upstream because that service restarted
     TRY_AGAIN_LATER = 1013  # no healthy upstream, overloaded, or a slow consumer cut off: resume
     INVALID_TOKEN = 4001  # identity token expired, forged, malformed, for another room, or not accepted here
