@@ -146,7 +146,7 @@ class RoomsSettings(ServiceSettings):
     connection_join_rate: float = Field(
         default=10.0,
         gt=0,
-        description="Joins a second one /ws connection may make (refused ones count); over it, error 4029.",
+        description="Joins per second one /ws connection may make (refused ones count); over it, error 4029.",
     )
     connection_join_burst: int = Field(
         default=160,
