@@ -52,9 +52,10 @@ def settled(stack: Stack) -> Iterator[None]:
 
 
 def admitted(stack: Stack) -> int:
-    """Client connections the gateway holds (this request included); at its cap, "more than any"."""
+    """Client connections the gateway holds (asked on its internal port, which is not one of them); at
+    its cap, "more than any"."""
     try:
-        with urllib.request.urlopen(f"{stack.http_url}/upstreams", timeout=DEADLINE) as response:
+        with urllib.request.urlopen(f"{stack.internal_url}/upstreams", timeout=DEADLINE) as response:
             return int(json.load(response)["admitted"])
     except urllib.error.HTTPError as exc:
         exc.close()
@@ -64,7 +65,7 @@ def admitted(stack: Stack) -> int:
 
 
 def reachable(stack: Stack, upstream: str) -> list[str]:
-    with urllib.request.urlopen(f"{stack.http_url}/upstreams", timeout=DEADLINE) as response:
+    with urllib.request.urlopen(f"{stack.internal_url}/upstreams", timeout=DEADLINE) as response:
         return list(json.load(response)[upstream]["reachable"])
 
 
