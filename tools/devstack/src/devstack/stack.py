@@ -48,8 +48,9 @@ GATEWAY_MODULE = "gateway"
 PER_PROCESS = ("PORT", "HOST", "BUS_URL", "SERVICE_NAME", "INSTANCE_ID", "UPSTREAMS", "ROUTES", "UDS")
 # Never shared between processes: a multi-worker process makes a folder of its own (serve_workers).
 PER_PROCESS += ("PROMETHEUS_MULTIPROC_DIR",)
-# The internal (operator) port, PORT + 1000 with fixed ports, else a free one of its own.
-PER_PROCESS += ("INTERNAL_PORT", "INTERNAL_HOST")
+# The internal (operator) port, PORT + 1000 with fixed ports, else a free one of its own (INTERNAL_HOST,
+# like any other setting, passes through: 127.0.0.1 by default, as HOST).
+PER_PROCESS += ("INTERNAL_PORT",)
 
 
 def parse_scale(text: str) -> dict[str, int]:
