@@ -5,15 +5,30 @@ faults are signals to node processes (SIGKILL, SIGSTOP/SIGCONT, SIGTERM and a st
 so the traffic on the event loop keeps going.
 """
 
+import asyncio
+import contextlib
 import json
+import os
+import signal
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 
+import nats
 from devstack.stack import Stack
 
 STREAM = "ROOMS"
+COMEBACK = 60.0  # seconds a node may take to be back and current with the stream
+ELECTION = 30.0  # seconds a new leader may take
 ASK_TIMEOUT = 1.0  # a stopped node does not answer: never wait long for one
+HUNG_CLIENT = "rooms/rooms-1"  # the NATS client name of the rooms replica that sits on the hung node
+HELD_DOWN = 3.0  # seconds a killed node stays down before it is started again
+LOST_FOR = 14.0  # seconds two nodes stay lost: longer than ROOM_STORE_TIMEOUT (10 s), so sends are refused
+# What a cluster stack runs with besides its scale: senders resend their whole backlog at once after a
+# reconnect (hundreds of messages after a 10 s stall), more than the default burst of 40 a member may send.
+CLUSTER_ENV = {"PRESENCE_INTERVAL": "1", "MESSAGE_BURST": "2000"}
 
 
 def jsz(stack: Stack, node: str) -> dict | None:
@@ -81,3 +96,156 @@ def wait_current(stack: Stack, timeout: float, stream: str = STREAM) -> float:
 
 def followers(stack: Stack, leader: str) -> list[str]:
     return [node for node in stack.nats_names if node != leader]
+
+
+def connected_node(stack: Stack, client: str, among: list[str] | None = None) -> str | None:
+    """The node a service replica's NATS client is connected to (its name is ``<service>/<instance>``),
+    from the nodes' /connz; None if no node that answers has it."""
+    for node in among or stack.nats_names:
+        url = f"{stack.nats_node(node).monitor_url}/connz?limit=1024"
+        try:
+            with urllib.request.urlopen(url, timeout=ASK_TIMEOUT) as response:
+                connections = json.load(response).get("connections") or []
+        except (urllib.error.URLError, OSError, ValueError):
+            continue
+        if any(c.get("name") == client for c in connections):
+            return node
+    return None
+
+
+async def move_leader(stack: Stack, to: str, stream: str = STREAM) -> None:
+    """Ask JetStream to elect ``to`` as the stream's leader (its own step-down with a preferred peer)."""
+    servers = [node.url for node in stack.nats_nodes]
+    client = await nats.connect(servers=servers, connect_timeout=2, max_reconnect_attempts=0)
+    try:
+        deadline = time.monotonic() + ELECTION
+        while await _in_thread(lambda: stream_leader(stack, stream=stream)) != to:
+            assert time.monotonic() < deadline, f"{stream}'s leader did not move to {to}"
+            request = json.dumps({"placement": {"preferred": to}}).encode()
+            with contextlib.suppress(Exception):  # an election under way answers with an error: ask again
+                await client.request(f"$JS.API.STREAM.LEADER.STEPDOWN.{stream}", request, timeout=2)
+            await asyncio.sleep(1.0)
+    finally:
+        await client.close()
+
+
+# --- faults: each an async action on a running cluster (tests/support/rooms.py's FAULTS shape) -------------
+
+
+# A node started again must outlive the event loop that started it: PR_SET_PDEATHSIG ends a child with
+# the thread that started it, and asyncio.run() ends its worker threads. This one lives with the process.
+_STARTER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cluster-starter")
+
+
+async def _in_thread(action: Callable[[], object]) -> object:
+    return await asyncio.to_thread(action)
+
+
+async def _start(stack: Stack, node: str) -> None:
+    await asyncio.get_running_loop().run_in_executor(_STARTER, stack.start_process, node)
+
+
+async def _bring_back(stack: Stack, *nodes: str) -> None:
+    for node in nodes:
+        await _start(stack, node)  # same ports, same store
+    await _in_thread(lambda: stack.wait_ready(COMEBACK, list(nodes)))
+    await _in_thread(lambda: wait_current(stack, COMEBACK))
+
+
+def kill_leader(stack: Stack) -> Callable[[], Awaitable[None]]:
+    """SIGKILL the node leading the rooms stream; a follower takes over; the node is started again later."""
+
+    async def fault() -> None:
+        leader = await _in_thread(lambda: stream_leader(stack))
+        assert isinstance(leader, str), "no stream leader before the fault"
+        await _in_thread(lambda: stack.stop_process(leader, signal.SIGKILL))
+        await _in_thread(lambda: wait_for_leader(stack, ELECTION, not_on=leader))
+        await asyncio.sleep(HELD_DOWN)  # running on two nodes for a while (the fault, not a wait)
+        await _bring_back(stack, leader)
+
+    return fault
+
+
+def kill_follower(stack: Stack) -> Callable[[], Awaitable[None]]:
+    """SIGKILL a node that follows the rooms stream; the leader keeps its quorum; started again later."""
+
+    async def fault() -> None:
+        leader = await _in_thread(lambda: stream_leader(stack))
+        assert isinstance(leader, str), "no stream leader before the fault"
+        follower = followers(stack, leader)[0]
+        await _in_thread(lambda: stack.stop_process(follower, signal.SIGKILL))
+        await asyncio.sleep(HELD_DOWN)
+        await _bring_back(stack, follower)
+
+    return fault
+
+
+def stop_leader(stack: Stack, seconds: float = 30.0) -> Callable[[], Awaitable[None]]:
+    """SIGSTOP the leader for ``seconds`` (a hung VM: its sockets stay open, nothing answers), then SIGCONT.
+
+    The leader is first moved (by JetStream's own step-down) to the node rooms-1 is connected to, so a
+    service really sits on the hung node; ``fault.report["moved_s"]`` says when rooms-1 was seen on another
+    node, ``fault.report["node"]`` which node hung."""
+    report: dict[str, float | str] = {}
+
+    async def fault() -> None:
+        node = await _in_thread(lambda: connected_node(stack, HUNG_CLIENT))
+        assert isinstance(node, str), f"{HUNG_CLIENT} is not connected to any node"
+        await move_leader(stack, node)
+        pid = stack.processes[node].pid
+        assert pid is not None
+        report["node"] = node
+        os.kill(pid, signal.SIGSTOP)
+        stopped = time.monotonic()
+        try:
+            others = followers(stack, node)
+            while time.monotonic() - stopped < seconds:  # hung this long (the fault itself)
+                if "moved_s" not in report and await _in_thread(
+                    lambda: connected_node(stack, HUNG_CLIENT, others)
+                ):
+                    report["moved_s"] = time.monotonic() - stopped
+                await asyncio.sleep(0.2)
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        await _in_thread(lambda: wait_current(stack, COMEBACK))
+
+    fault.report = report  # type: ignore[attr-defined]
+    return fault
+
+
+def rolling_restart_nodes(stack: Stack) -> Callable[[], Awaitable[None]]:
+    """An upgrade: each node in turn stopped (SIGTERM), started, and current again before the next."""
+
+    async def fault() -> None:
+        for node in stack.nats_names:
+            await _in_thread(lambda n=node: stack.stop_process(n, signal.SIGTERM))
+            await _bring_back(stack, node)
+
+    return fault
+
+
+def lose_two_nodes(stack: Stack, seconds: float = LOST_FOR) -> Callable[[], Awaitable[None]]:
+    """SIGKILL two of three nodes at once (no quorum: nothing can be stored); one returns after
+    ``seconds``, then the other."""
+
+    async def fault() -> None:
+        leader = await _in_thread(lambda: stream_leader(stack))
+        assert isinstance(leader, str), "no stream leader before the fault"
+        lost = [leader, followers(stack, leader)[0]]
+        for node in lost:
+            await _in_thread(lambda n=node: stack.stop_process(n, signal.SIGKILL))
+        await asyncio.sleep(seconds)  # no quorum this long (the fault itself)
+        await _start(stack, lost[1])
+        await _in_thread(lambda: wait_for_leader(stack, ELECTION))
+        await _bring_back(stack, lost[0])
+
+    return fault
+
+
+CLUSTER_FAULTS: dict[str, Callable[[Stack], Callable[[], Awaitable[None]]]] = {
+    "nats-leader-sigkill": kill_leader,
+    "nats-follower-sigkill": kill_follower,
+    "nats-leader-sigstop-30s": stop_leader,
+    "nats-rolling-restart": rolling_restart_nodes,
+    "nats-two-nodes-lost": lose_two_nodes,
+}

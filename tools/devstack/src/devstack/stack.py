@@ -329,6 +329,8 @@ class Stack:
             "SERVICE_NAME": service,
             "INSTANCE_ID": instance,
         }
+        if self.clustered:  # each replica another node first: nats-py keeps the order given
+            env["NATS_RANDOMIZE"] = "false"
         # The rooms history gets as many copies as the cluster has nodes, unless it is set.
         if service == "rooms" and self.clustered and "ROOM_STREAM_REPLICAS" not in self._settings():
             env["ROOM_STREAM_REPLICAS"] = str(len(self.nats_nodes))
