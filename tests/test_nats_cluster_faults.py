@@ -19,6 +19,7 @@ import pytest
 from devstack.stack import Stack
 
 from tests.conftest import make_stack
+from tests.support import partition
 from tests.support.cluster import CLUSTER_ENV, CLUSTER_FAULTS, HUNG_CLIENT, lose_two_nodes, wait_current
 from tests.support.rooms import LISTENERS, run_traffic
 
@@ -88,3 +89,19 @@ async def test_two_nodes_lost_refuses_sends_then_flows_again_when_one_returns(cl
     assert all(1013 in closes for closes in result["sender_closes"]), result  # refused, then resent
     assert outcome["status"] == 503, outcome
     assert outcome["seconds"] <= STORE_TIMEOUT + 3, outcome
+
+
+def test_a_node_cut_off_for_20_s_then_healed() -> None:
+    """Each node in its own network namespace (root only); the node rooms-1 sits on, leading the stream,
+    loses its link for 20 s (no reset: a partition) and gets it back (tests/support/partition.py)."""
+    reason = partition.unavailable()
+    if reason is not None:
+        pytest.skip(reason)
+    result = partition.run()
+    assert result["delivered"], result
+    assert result["verdict_acked"] > 40, result
+    assert result["verdict_lost"] == [0] * LISTENERS, result
+    assert result["verdict_duplicated"] == [0] * LISTENERS, result
+    assert result["verdict_not_recovered"] == 0, result
+    assert result["ack_gap_s"] <= ACK_PAUSE_LIMIT, result
+    assert result["report"].get("moved_s", 99) <= ACK_PAUSE_LIMIT, result

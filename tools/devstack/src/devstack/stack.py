@@ -129,14 +129,15 @@ class NatsNode:
     monitor_port: int  # HTTP monitoring: /healthz, /jsz
     cluster_port: int | None  # routes between the nodes (a cluster only)
     store_dir: Path  # JetStream keeps <store_dir>/jetstream
+    host: str = "127.0.0.1"  # every port's address (another one only in a test's network namespace)
 
     @property
     def url(self) -> str:
-        return f"nats://127.0.0.1:{self.port}"
+        return f"nats://{self.host}:{self.port}"
 
     @property
     def monitor_url(self) -> str:
-        return f"http://127.0.0.1:{self.monitor_port}"
+        return f"http://{self.host}:{self.monitor_port}"
 
 
 @dataclass
@@ -153,6 +154,9 @@ class StackConfig:
     extra_services: dict[str, tuple[str, str]] = field(default_factory=dict)
     log_dir: Path | None = None
     echo_logs: bool = False  # also print every log line, prefixed with the process name
+    # Test-only (the network partition fault): cluster node i runs inside network namespace
+    # nats_netns[i-1][0] (``ip netns exec``) at address nats_netns[i-1][1] instead of 127.0.0.1.
+    nats_netns: list[tuple[str, str]] = field(default_factory=list)
 
     @classmethod
     def for_tests(cls, scale: str = "", **env: str) -> "StackConfig":
@@ -300,20 +304,23 @@ class Stack:
                 ports = (cfg.nats_port + i - 1, cfg.nats_monitor_port + i - 1, NATS_CLUSTER_BASE + i - 1)
             else:
                 ports = (free_port(), free_port(), free_port())
-            nodes.append(NatsNode(f"nats-{i}", *ports, self.log_dir / f"nats-{i}"))
-        routes = ", ".join(f"nats://127.0.0.1:{node.cluster_port}" for node in nodes)
-        for node in nodes:
+            host = cfg.nats_netns[i - 1][1] if cfg.nats_netns else "127.0.0.1"
+            nodes.append(NatsNode(f"nats-{i}", *ports, self.log_dir / f"nats-{i}", host))
+        routes = ", ".join(f"nats://{node.host}:{node.cluster_port}" for node in nodes)
+        for i, node in enumerate(nodes):
             node.store_dir.mkdir(parents=True, exist_ok=True)
             env = nats_node_env(
                 server_name=node.name,
-                listen=f"127.0.0.1:{node.port}",
-                http=f"127.0.0.1:{node.monitor_port}",
-                cluster_listen=f"127.0.0.1:{node.cluster_port}",
+                listen=f"{node.host}:{node.port}",
+                http=f"{node.host}:{node.monitor_port}",
+                cluster_listen=f"{node.host}:{node.cluster_port}",
                 routes=f"[{routes}]",
                 store_dir=str(node.store_dir),
                 pid_file=str(self.log_dir / f"{node.name}.pid"),
             )
             argv = [binary, "--config", str(NATS_TEMPLATE)]
+            if cfg.nats_netns:  # `ip netns exec` execs the server itself: same pid, same signals
+                argv = ["ip", "netns", "exec", cfg.nats_netns[i][0], *argv]
             # /healthz answers 200 once this node's JetStream is current with the cluster.
             self._add(node.name, argv, env, node.port, f"{node.monitor_url}/healthz")
         return nodes
@@ -582,7 +589,7 @@ class Stack:
             if name != "gateway":
                 yield f"{name:<11} 127.0.0.1:{process.port}   pid {process.pid}   log {process.log_path}"
         for node in self.nats_nodes:
-            routes = f"   routes 127.0.0.1:{node.cluster_port}" if node.cluster_port else ""
+            routes = f"   routes {node.host}:{node.cluster_port}" if node.cluster_port else ""
             yield f"{node.name:<11} monitoring {node.monitor_url}/jsz{routes}   store {node.store_dir}"
         if self.clustered:
             yield f"NATS cluster of {len(self.nats_nodes)} nodes; BUS_URL {self.bus_url}"
