@@ -5,12 +5,14 @@ import json
 import signal
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from devstack.stack import NATS_TEMPLATE, Stack, parse_scale
 
-from tests.conftest import make_stack, recv, wait_until_async, ws
+from tests.conftest import DEADLINE, make_stack, recv, wait_until_async, ws
 from tests.support.cluster import stream_cluster, wait_for_leader
+from tests.support.launcher import Launcher, alive
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -86,3 +88,26 @@ async def test_a_killed_node_is_restarted_by_the_supervisor_and_rejoins(cluster:
     async with await ws(f"{cluster.gateway_url}/echo") as conn:  # the stack serves on
         await conn.send("still here")
         assert await recv(conn) == "Echo: still here"
+
+
+async def test_make_run_with_scale_nats_3_starts_prints_and_stops_the_cluster(tmp_path: Path) -> None:
+    launcher = Launcher(tmp_path, SCALE="nats=3")  # `SCALE="nats=3" make run`, on free ports
+    try:
+        launcher.wait_for_line("realtime stack is up", 90)
+        launcher.wait_for_line(r"NATS cluster of 3 nodes; BUS_URL nats://\S+,\S+,\S+", 5)
+        for i in (1, 2, 3):  # each node's process, ports, monitoring endpoint and store, printed at start
+            launcher.wait_for_line(rf"^nats-{i}\s+127\.0\.0\.1:\d+\s+pid \d+", 5)
+            launcher.wait_for_line(
+                rf"^nats-{i}\s+monitoring http://127\.0\.0\.1:\d+/jsz\s+routes .*store ", 5
+            )
+            assert (tmp_path / "logs" / f"nats-{i}" / "jetstream").is_dir()
+        children = list(launcher.pids().values())
+        assert {"nats-1", "nats-2", "nats-3"} <= set(launcher.pids())
+        async with await ws(f"ws://127.0.0.1:{launcher.port}/echo") as conn:
+            await conn.send("on a cluster")
+            assert await recv(conn) == "Echo: on a cluster"
+        launcher.process.send_signal(signal.SIGTERM)
+        assert launcher.process.wait(DEADLINE * 2) == 0
+    finally:
+        launcher.stop(DEADLINE)
+    await wait_until_async(lambda: not any(alive(p) for p in children), "every child gone", DEADLINE * 2)

@@ -18,6 +18,7 @@ def config_from_env() -> StackConfig:
         gateway_port=int(env.get("PORT", "8000")),
         nats_port=int(env.get("NATS_PORT", "4222")),
         nats_monitor_port=int(env.get("NATS_MONITOR_PORT", "8222")),
+        nats_cluster_port=int(env.get("NATS_CLUSTER_PORT", "6222")),
         log_dir=Path(env.get("STACK_LOG_DIR", ".stack/logs")),
         echo_logs=env.get("STACK_QUIET", "") in ("", "0", "false"),
         fixed_ports=env.get("STACK_FREE_PORTS", "") in ("", "0", "false"),

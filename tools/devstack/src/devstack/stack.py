@@ -67,8 +67,6 @@ PER_PROCESS += ("PROMETHEUS_MULTIPROC_DIR",)
 # The one NATS node configuration (a cluster's nodes read their own values from NATS_* variables).
 NATS_TEMPLATE = Path(__file__).resolve().parents[4] / "deploy" / "bases" / "nats" / "nats.conf"
 NATS_SIZES = (1, 3, 5)  # a JetStream cluster needs an odd number of nodes for a clear majority
-# Ports of a cluster's node i when ports are fixed: base + i - 1 (the one default server keeps 4222/8222).
-NATS_CLUSTER_BASE = 6222
 
 
 def parse_scale(text: str) -> dict[str, int]:
@@ -146,6 +144,7 @@ class StackConfig:
     gateway_port: int = 8000
     nats_port: int = 4222
     nats_monitor_port: int = 8222
+    nats_cluster_port: int = 6222  # a cluster's routes: node i on this port + i - 1 (fixed ports)
     fixed_ports: bool = True  # False: every process on a free loopback port (tests)
     env: dict[str, str] = field(default_factory=dict)  # extra settings for every service
     # The gateway reaches each service over a Unix socket in the log folder (TCP stays for health).
@@ -301,7 +300,7 @@ class Stack:
         nodes = []
         for i in range(1, size + 1):
             if cfg.fixed_ports:
-                ports = (cfg.nats_port + i - 1, cfg.nats_monitor_port + i - 1, NATS_CLUSTER_BASE + i - 1)
+                ports = (cfg.nats_port + i - 1, cfg.nats_monitor_port + i - 1, cfg.nats_cluster_port + i - 1)
             else:
                 ports = (free_port(), free_port(), free_port())
             host = cfg.nats_netns[i - 1][1] if cfg.nats_netns else "127.0.0.1"
