@@ -132,9 +132,9 @@ class Verdict:
 
 
 def longest_ack_gap(senders: list[Sender]) -> float:
-    """Seconds of the longest pause between two acknowledgements (of any sender): how long sends hung."""
-    times = sorted(t for s in senders for t in s.ack_times)
-    return max((b - a for a, b in itertools.pairwise(times)), default=0.0)
+    """Seconds of the longest pause between two acknowledgements to one sender: how long its sends hung."""
+    gaps = [b - a for s in senders for a, b in itertools.pairwise(sorted(s.ack_times))]
+    return max(gaps, default=0.0)
 
 
 def check(senders: list[Sender], listeners: list[Listener]) -> Verdict:
