@@ -22,11 +22,12 @@ acknowledgements says how long sends hung (at most 10 s while the stream has a q
 import asyncio
 import os
 import sys
+from collections.abc import Awaitable, Callable
 
 from devstack.stack import Stack, StackConfig
 
 from tests.support import partition
-from tests.support.cluster import CLUSTER_ENV, CLUSTER_FAULTS, wait_current
+from tests.support.cluster import CLUSTER_ENV, CLUSTER_FAULTS, PulseWatch, wait_current
 from tests.support.rooms import FAULTS, LISTENERS, RATE, SENDERS, Verdict, run_traffic
 
 PARTITION = "nats-node-cut-off-20s"  # root only: each node in its own network namespace
@@ -40,6 +41,13 @@ def one(fault: str) -> dict:
         return asyncio.run(run_traffic(stack, f"bench-{fault}", FAULTS[fault](stack)))
 
 
+async def watched(stack: Stack, fault: str, action: Callable[[], Awaitable[None]]) -> dict:
+    """The traffic and the fault, with a /stats client counting the pulse's ticks meanwhile."""
+    async with PulseWatch(stack) as pulse:
+        result = await run_traffic(stack, f"bench-{fault}", action)
+    return result | {"pulse": (len(pulse.ticks), pulse.skipped)}
+
+
 def on_a_cluster(faults: list[str]) -> dict[str, dict]:
     """Every cluster fault on one 3-node cluster, one after the other, each in its own room."""
     results: dict[str, dict] = {}
@@ -49,7 +57,7 @@ def on_a_cluster(faults: list[str]) -> dict[str, dict]:
         for fault in faults:
             print(f"{fault} ...", file=sys.stderr, flush=True)
             action = CLUSTER_FAULTS[fault](stack)
-            results[fault] = asyncio.run(run_traffic(stack, f"bench-{fault}", action))
+            results[fault] = asyncio.run(watched(stack, fault, action))
             results[fault]["report"] = getattr(action, "report", {})
     return results
 
@@ -85,6 +93,11 @@ def main() -> None:
             f"| {fault} | {v.acked} | {v.lost} | {v.duplicated} | {gaps} | "
             f"{r['fault_s']:.2f} | {r['flow_again_s'] - r['fault_s']:.2f} | {closes or '-'} | {r['resent']} |"
         )
+    pulses = [
+        f"{fault} {r['pulse'][0]} ({r['pulse'][1]} skipped)" for fault, r in results.items() if "pulse" in r
+    ]
+    if pulses:
+        print("\nStats pulse ticks heard (1 s interval) during each cluster row: " + "; ".join(pulses) + ".")
     for fault, r in results.items():
         if r.get("report", {}).get("moved_s") is not None:
             report = r["report"]

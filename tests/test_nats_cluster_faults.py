@@ -5,7 +5,8 @@ unacknowledged after any close, JSON members resuming with ``since`` (tests/supp
 In every one: each acknowledged message reaches every member exactly once, in seq order. While the
 stream keeps a quorum (one node lost, hung or restarting) acknowledgements pause for at most 10 s; with
 two nodes lost sends are refused (1013 to members, 503 to the API) within ROOM_STORE_TIMEOUT and flow
-again once one node is back. The faults are signals to node processes (tests/support/cluster.py).
+again once one node is back. The stats pulse keeps ticking through each single-node fault (ticks it
+skipped are reported in the result). The faults are signals to node processes (tests/support/cluster.py).
 One stack serves the whole module (about two minutes in all), each fault in its own room.
 """
 
@@ -18,9 +19,16 @@ import httpx
 import pytest
 from devstack.stack import Stack
 
-from tests.conftest import make_stack
+from tests.conftest import make_stack, wait_until_async
 from tests.support import partition
-from tests.support.cluster import CLUSTER_ENV, CLUSTER_FAULTS, HUNG_CLIENT, lose_two_nodes, wait_current
+from tests.support.cluster import (
+    CLUSTER_ENV,
+    CLUSTER_FAULTS,
+    HUNG_CLIENT,
+    PulseWatch,
+    lose_two_nodes,
+    wait_current,
+)
 from tests.support.rooms import LISTENERS, run_traffic
 
 pytestmark = pytest.mark.timeout(180)
@@ -54,7 +62,13 @@ async def test_one_node_at_a_time_loses_nothing_and_pauses_acks_at_most_10_s(
     cluster: Stack, fault: str
 ) -> None:
     action = CLUSTER_FAULTS[fault](cluster)
-    result = await run_traffic(cluster, f"cluster-{fault}", action)
+    async with PulseWatch(cluster) as pulse:
+        result = await run_traffic(cluster, f"cluster-{fault}", action)
+        heard = len(pulse.ticks)
+        await wait_until_async(
+            lambda: len(pulse.ticks) > heard, "the stats pulse ticking after the fault", 10
+        )
+    result["pulse"] = {"ticks": len(pulse.ticks), "skipped": pulse.skipped}  # reported, not hidden
     assert_every_member_got_every_ack_once(result)
     assert result["ack_gap_s"] <= ACK_PAUSE_LIMIT, result
     report = getattr(action, "report", {})

@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import nats
+import websockets
 from devstack.stack import Stack
 
 STREAM = "ROOMS"
@@ -28,7 +29,8 @@ HELD_DOWN = 3.0  # seconds a killed node stays down before it is started again
 LOST_FOR = 14.0  # seconds two nodes stay lost: longer than ROOM_STORE_TIMEOUT (10 s), so sends are refused
 # What a cluster stack runs with besides its scale: senders resend their whole backlog at once after a
 # reconnect (hundreds of messages after a 10 s stall), more than the default burst of 40 a member may send.
-CLUSTER_ENV = {"PRESENCE_INTERVAL": "1", "MESSAGE_BURST": "2000"}
+# The pulse ticks every second so that a skipped tick shows within a fault.
+CLUSTER_ENV = {"PRESENCE_INTERVAL": "1", "MESSAGE_BURST": "2000", "PULSE_INTERVAL": "1"}
 
 
 def jsz(stack: Stack, node: str) -> dict | None:
@@ -249,3 +251,45 @@ CLUSTER_FAULTS: dict[str, Callable[[Stack], Callable[[], Awaitable[None]]]] = {
     "nats-rolling-restart": rolling_restart_nodes,
     "nats-two-nodes-lost": lose_two_nodes,
 }
+
+
+# --- the stats pulse while a fault runs -----------------------------------------------------------------
+class PulseWatch:
+    """A /stats client through the gateway that records every pulse's tick while a fault runs: a tick
+    skipped (say while the stats replica's node is hung or an election runs) is counted, not hidden.
+    It reconnects after any close, as a dashboard does."""
+
+    def __init__(self, stack: Stack) -> None:
+        self.url = f"{stack.gateway_url}/stats"
+        self.ticks: list[int] = []
+        self.times: list[float] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> "PulseWatch":
+        self._task = asyncio.create_task(self._run())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        while True:
+            with contextlib.suppress(OSError, TimeoutError, websockets.ConnectionClosed):
+                async with websockets.connect(self.url, compression=None, open_timeout=5) as conn:
+                    async for raw in conn:
+                        tick = json.loads(raw).get("tick")
+                        if isinstance(tick, int) and (not self.ticks or tick > self.ticks[-1]):
+                            self.ticks.append(tick)
+                            self.times.append(time.monotonic())
+            await asyncio.sleep(0.2)
+
+    @property
+    def skipped(self) -> int:
+        """Ticks between the first and the last one heard that never came."""
+        return (self.ticks[-1] - self.ticks[0] + 1 - len(self.ticks)) if self.ticks else 0
+
+    def ticking_after(self, moment: float) -> bool:
+        return bool(self.times) and self.times[-1] > moment
