@@ -28,6 +28,9 @@ SECONDS = float(os.environ.get("BENCH_MUX_SECONDS", "5"))
 PACED_SECONDS = float(os.environ.get("BENCH_MUX_PACED_SECONDS", "10"))
 OFFERED = float(os.environ.get("BENCH_MUX_OFFERED", "10000"))
 WINDOW = int(os.environ.get("BENCH_MUX_WINDOW", "16"))
+# Seconds until every member has its welcomes: presence makes a join cost the room's size (each join
+# reaches every member), so connecting grows with members squared.
+CONNECT_DEADLINE = float(os.environ.get("BENCH_MUX_CONNECT_DEADLINE", "120"))
 LOAD_DEADLINE = 600.0  # seconds for one load generator run, connecting included
 MODES = {"mux": "one /ws connection per member", "sockets": f"{ROOMS} /ws/{{room}} connections per member"}
 
@@ -67,6 +70,7 @@ def run_mode(mode: str) -> dict:
         argv = [sys.executable, "-m", "bench.rooms_mux_load", stack.gateway_url, "--mode", mode]
         argv += ["--members", str(MEMBERS), "--rooms", str(ROOMS), "--seconds", str(SECONDS)]
         argv += ["--paced-seconds", str(PACED_SECONDS), "--offered", str(OFFERED), "--window", str(WINDOW)]
+        argv += ["--connect-deadline", str(CONNECT_DEADLINE)]
         load = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         try:
             assert load.stdin is not None and load.stdout is not None

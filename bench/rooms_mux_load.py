@@ -75,7 +75,7 @@ async def connect_members(args: argparse.Namespace, tracker: Tracker) -> list[Me
             members += await open_clients(
                 f"{args.url}/ws/mux-{r}?format=json", args.members, lambda req: Member(tracker, req)
             )
-    await asyncio.wait_for(asyncio.gather(*(m.welcomed.wait() for m in members)), 120)
+    await asyncio.wait_for(asyncio.gather(*(m.welcomed.wait() for m in members)), args.connect_deadline)
     return members
 
 
@@ -166,6 +166,7 @@ def main() -> None:
     parser.add_argument("--paced-seconds", type=float, default=10.0)
     parser.add_argument("--offered", type=float, default=10_000.0)
     parser.add_argument("--window", type=int, default=16)
+    parser.add_argument("--connect-deadline", type=float, default=120.0, help="seconds for every welcome")
     args = parser.parse_args()
     raise_fd_limit()
     try:
