@@ -94,45 +94,26 @@ TokenSource = str | Callable[[], str | Awaitable[str]]
 _END = object()
 
 
-class Room:
-    """``async with Room(url, room) as room: async for message in room: ...``
-
-    ``url`` is the gateway's base (``ws://host:port``). ``token`` is an identity token (a JWT: the member
-    is its user, and a refused token raises ``InvalidToken`` and is never retried): a string, or a
-    callable (sync or async) returning a fresh one, called before every connection attempt (tokens
-    expire; a callable that raises ends the session with its exception). ``name`` is a display name
-    (``?name=``, unverified; ignored by the server when a token is given). ``password`` is sent as
-    ``pass``; ``history=N`` asks for the last N messages before live ones.
-    Use either ``async for message in room`` (messages only) or ``async for event in room.events()``
-    (messages, presence and gaps), not both at once: they read the same queue.
-    """
+class Member:
+    """What a client knows of one room it is in, and what it waits for there: the part ``Room`` (one
+    socket per room) and ``Joined`` (a room on a multiplexed ``Connection``) share. Messages reach the
+    iterator once each, in ``seq`` order; sends wait for their ack and are sent again, with the same id,
+    after each re-welcome until acknowledged."""
 
     def __init__(
         self,
-        url: str,
         room: str,
         *,
-        token: TokenSource | None = None,
         password: str | None = None,
-        name: str | None = None,
         history: int = 0,
         client_id: str | None = None,
-        backoff: Backoff | None = None,
-        open_timeout: float = 10.0,
         join_timeout: float | None = 30.0,
         on_gap: Callable[[Gap], None] | None = None,
     ) -> None:
-        if not url.startswith(("ws://", "wss://")):
-            raise ValueError("url must start with ws:// or wss://")
-        self.url = url.rstrip("/")
         self.room = room
-        self.token = token
         self.password = password
-        self.name = name
         self.history = history
         self.client_id = client_id or secrets.token_hex(6)
-        self.backoff = backoff or Backoff()
-        self.open_timeout = open_timeout
         self.join_timeout = join_timeout
         self.on_gap = on_gap
         # what the client knows of the room
@@ -143,7 +124,6 @@ class Room:
         self.welcome: Welcome | None = None
         self.gaps: list[Gap] = []
         # what happened to the connection, for callers and tests
-        self.connects = 0  # connection attempts
         self.closes: list[tuple[int, str]] = []
         self.duplicates = 0  # messages dropped because their seq was not new
         self.welcomes = 0
@@ -152,41 +132,8 @@ class Room:
         self._events: asyncio.Queue[object] = asyncio.Queue()
         self._pending: dict[str, tuple[str, asyncio.Future[int]]] = {}
         self._ids = itertools.count()
-        self._conn: ClientConnection | None = None  # set while welcomed
         self._joined = asyncio.Event()
         self._error: Exception | None = None  # a final close (Closed), or what the token callable raised
-        self._task: asyncio.Task[None] | None = None
-
-    # --- the context manager ---------------------------------------------------------------------
-    async def __aenter__(self) -> "Room":
-        self._task = asyncio.create_task(self._run(), name=f"room-{self.room}")
-        joined = asyncio.create_task(self._joined.wait())
-        try:
-            await asyncio.wait({joined, self._task}, timeout=self.join_timeout, return_when="FIRST_COMPLETED")
-        finally:
-            joined.cancel()
-        if self._error is not None:
-            raise self._error
-        if not self._joined.is_set():
-            await self.close()
-            raise TimeoutError(f"could not join {self.room!r} within {self.join_timeout} s")
-        return self
-
-    async def __aexit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.close()
-
-    async def close(self) -> None:
-        """Leave the room; pending sends are cancelled and the iterators end."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-        for _, future in self._pending.values():
-            future.cancel()
-        self._events.put_nowait(_END)
 
     # --- reading ---------------------------------------------------------------------------------
     def __aiter__(self) -> AsyncIterator[Message]:
@@ -223,29 +170,187 @@ class Room:
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._pending[msg_id] = (text, future)
         try:
-            conn = self._conn
-            if conn is not None:
-                with contextlib.suppress(ConnectionClosed):
-                    await conn.send(_frame(text, msg_id))
+            if self._joined.is_set():
+                await self._transmit(text, msg_id)
             return await future
         finally:
             self._pending.pop(msg_id, None)
+
+    async def _transmit(self, text: str, msg_id: str) -> None:
+        """Put one send on the wire (it may be lost: it goes again after the next welcome)."""
+        raise NotImplementedError
 
     @property
     def unacknowledged(self) -> int:
         return len(self._pending)
 
+    # --- what the room says ----------------------------------------------------------------------
+    def _take(self, event: dict[str, Any]) -> None:
+        """A message, an ack or a presence event of this room."""
+        kind = event.get("type")
+        if kind == "message":
+            seq = event["seq"]
+            if self.last_seq is not None and seq <= self.last_seq:
+                self.duplicates += 1
+                return
+            self.last_seq = self._since = seq
+            message = Message(
+                seq,
+                event["text"],
+                event["sender"],
+                event["ts"],
+                event.get("id"),
+                event["room"],
+                event,
+                event.get("user"),
+                event.get("name"),
+            )
+            self._events.put_nowait(message)
+        elif kind == "ack":
+            pending = self._pending.get(event["id"])
+            if pending is not None and not pending[1].done():
+                pending[1].set_result(event["seq"])
+        elif kind in ("join", "leave", "members"):
+            self.count = event["count"]
+            who = {"user": event.get("user"), "name": event.get("name")}
+            presence = Presence(kind, event["count"], event.get("member"), event["room"], event, **who)
+            self._events.put_nowait(presence)
+
+    def _resume_from(self) -> int | None:
+        """The ``since`` the next join asks for (None: nothing seen in a known epoch)."""
+        return self._since if self.epoch is not None else None
+
+    async def _welcomed(self, event: dict[str, Any], asked: int | None) -> None:
+        epoch = event["epoch"]
+        if self.epoch is not None and epoch != self.epoch:  # the history was recreated: seqs start over
+            self.last_seq = None
+            self._since = None
+        self.epoch = epoch
+        if self._since is None:
+            self._since = event["seq"]  # nothing seen yet: a resume starts after what the room had
+        self.you, self.count = event["you"], event["count"]
+        self.welcome = Welcome(
+            event["you"],
+            event["count"],
+            event["seq"],
+            epoch,
+            event.get("recovered"),
+            event,
+            event.get("user"),
+            event.get("name"),
+        )
+        if event.get("recovered") is False:
+            gap = Gap(asked, event["seq"], epoch)
+            self.gaps.append(gap)
+            if self.on_gap is not None:
+                self.on_gap(gap)
+            self._events.put_nowait(gap)
+        self.welcomes += 1
+        self._joined.set()
+        for msg_id, (text, _) in list(self._pending.items()):  # what may not have been stored
+            await self._transmit(text, msg_id)
+            self.resent += 1
+
+    def _fail(self, error: Exception) -> None:
+        self._error = error
+        for _, future in self._pending.values():
+            if not future.done():
+                future.set_exception(error)
+        self._events.put_nowait(error)
+
+    def _end(self) -> None:
+        for _, future in self._pending.values():
+            future.cancel()
+        self._events.put_nowait(_END)
+
+
+class Room(Member):
+    """``async with Room(url, room) as room: async for message in room: ...``
+
+    ``url`` is the gateway's base (``ws://host:port``). ``token`` is an identity token (a JWT: the member
+    is its user, and a refused token raises ``InvalidToken`` and is never retried): a string, or a
+    callable (sync or async) returning a fresh one, called before every connection attempt (tokens
+    expire; a callable that raises ends the session with its exception). ``name`` is a display name
+    (``?name=``, unverified; ignored by the server when a token is given). ``password`` is sent as
+    ``pass``; ``history=N`` asks for the last N messages before live ones.
+    Use either ``async for message in room`` (messages only) or ``async for event in room.events()``
+    (messages, presence and gaps), not both at once: they read the same queue.
+    One socket per room; ``Connection`` carries many rooms on one.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        room: str,
+        *,
+        token: TokenSource | None = None,
+        password: str | None = None,
+        name: str | None = None,
+        history: int = 0,
+        client_id: str | None = None,
+        backoff: Backoff | None = None,
+        open_timeout: float = 10.0,
+        join_timeout: float | None = 30.0,
+        on_gap: Callable[[Gap], None] | None = None,
+    ) -> None:
+        if not url.startswith(("ws://", "wss://")):
+            raise ValueError("url must start with ws:// or wss://")
+        super().__init__(
+            room,
+            password=password,
+            history=history,
+            client_id=client_id,
+            join_timeout=join_timeout,
+            on_gap=on_gap,
+        )
+        self.url = url.rstrip("/")
+        self.token = token
+        self.name = name
+        self.backoff = backoff or Backoff()
+        self.open_timeout = open_timeout
+        self.connects = 0  # connection attempts
+        self._conn: ClientConnection | None = None  # set while welcomed
+        self._task: asyncio.Task[None] | None = None
+
+    # --- the context manager ---------------------------------------------------------------------
+    async def __aenter__(self) -> "Room":
+        self._task = asyncio.create_task(self._run(), name=f"room-{self.room}")
+        joined = asyncio.create_task(self._joined.wait())
+        try:
+            await asyncio.wait({joined, self._task}, timeout=self.join_timeout, return_when="FIRST_COMPLETED")
+        finally:
+            joined.cancel()
+        if self._error is not None:
+            raise self._error
+        if not self._joined.is_set():
+            await self.close()
+            raise TimeoutError(f"could not join {self.room!r} within {self.join_timeout} s")
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Leave the room; pending sends are cancelled and the iterators end."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        self._end()
+
+    async def _transmit(self, text: str, msg_id: str) -> None:
+        conn = self._conn
+        if conn is not None:
+            with contextlib.suppress(ConnectionClosed):
+                await conn.send(_frame(text, msg_id))
+
     # --- the session -----------------------------------------------------------------------------
     async def _token(self) -> str | None:
         """The token for the next connection attempt: a callable is asked every time."""
-        if self.token is None or isinstance(self.token, str):
-            return self.token
-        token = self.token()
-        if inspect.isawaitable(token):
-            token = await token
-        if not isinstance(token, str):
-            raise TypeError(f"the token callable returned {type(token).__name__}, not str")
-        return token
+        return await token_of(self.token)
 
     def _target(self, token: str | None) -> str:
         params = [("format", "json")]
@@ -276,7 +381,7 @@ class Room:
             await asyncio.sleep(self.backoff.next())
 
     async def _session(self, token: str | None) -> tuple[int, str]:
-        asked = self._since if self.epoch is not None else None
+        asked = self._resume_from()
         self.connects += 1
         try:
             conn = await connect(self._target(token), compression=None, open_timeout=self.open_timeout)
@@ -287,89 +392,40 @@ class Room:
         try:
             async for raw in conn:
                 if isinstance(raw, str):
-                    await self._handle(conn, json.loads(raw), asked)
+                    event = json.loads(raw)
+                    if event.get("type") == "welcome":
+                        self._conn = conn
+                        self.backoff.reset()
+                        await self._welcomed(event, asked)
+                    else:
+                        self._take(event)
         except ConnectionClosed:
             pass
         finally:
             self._conn = None
             self._joined.clear()
             await conn.close()
-        rcvd = conn.protocol.close_rcvd
-        if rcvd is None:
-            return ABNORMAL, ""
-        return rcvd.code, rcvd.reason
+        return close_of(conn)
 
-    async def _handle(self, conn: ClientConnection, event: dict[str, Any], asked: int | None) -> None:
-        kind = event.get("type")
-        if kind == "message":
-            seq = event["seq"]
-            if self.last_seq is not None and seq <= self.last_seq:
-                self.duplicates += 1
-                return
-            self.last_seq = self._since = seq
-            message = Message(
-                seq,
-                event["text"],
-                event["sender"],
-                event["ts"],
-                event.get("id"),
-                event["room"],
-                event,
-                event.get("user"),
-                event.get("name"),
-            )
-            self._events.put_nowait(message)
-        elif kind == "ack":
-            pending = self._pending.get(event["id"])
-            if pending is not None and not pending[1].done():
-                pending[1].set_result(event["seq"])
-        elif kind in ("join", "leave", "members"):
-            self.count = event["count"]
-            who = {"user": event.get("user"), "name": event.get("name")}
-            presence = Presence(kind, event["count"], event.get("member"), event["room"], event, **who)
-            self._events.put_nowait(presence)
-        elif kind == "welcome":
-            await self._welcomed(conn, event, asked)
 
-    async def _welcomed(self, conn: ClientConnection, event: dict[str, Any], asked: int | None) -> None:
-        epoch = event["epoch"]
-        if self.epoch is not None and epoch != self.epoch:  # the history was recreated: seqs start over
-            self.last_seq = None
-            self._since = None
-        self.epoch = epoch
-        if self._since is None:
-            self._since = event["seq"]  # nothing seen yet: a resume starts after what the room had
-        self.you, self.count = event["you"], event["count"]
-        self.welcome = Welcome(
-            event["you"],
-            event["count"],
-            event["seq"],
-            epoch,
-            event.get("recovered"),
-            event,
-            event.get("user"),
-            event.get("name"),
-        )
-        if event.get("recovered") is False:
-            gap = Gap(asked, event["seq"], epoch)
-            self.gaps.append(gap)
-            if self.on_gap is not None:
-                self.on_gap(gap)
-            self._events.put_nowait(gap)
-        self.welcomes += 1
-        self.backoff.reset()
-        self._conn = conn
-        self._joined.set()
-        for msg_id, (text, _) in list(self._pending.items()):  # what may not have been stored
-            await conn.send(_frame(text, msg_id))
-            self.resent += 1
+async def token_of(source: TokenSource | None) -> str | None:
+    """A token for the next connection attempt: a callable is asked every time."""
+    if source is None or isinstance(source, str):
+        return source
+    token = source()
+    if inspect.isawaitable(token):
+        token = await token
+    if not isinstance(token, str):
+        raise TypeError(f"the token callable returned {type(token).__name__}, not str")
+    return token
 
-    def _fail(self, error: Exception) -> None:
-        self._error = error
-        for _, future in self._pending.values():
-            if not future.done():
-                future.set_exception(error)
-        self._events.put_nowait(error)
+
+def close_of(conn: ClientConnection) -> tuple[int, str]:
+    """The code and reason the server closed with (1006 when no close frame came)."""
+    rcvd = conn.protocol.close_rcvd
+    if rcvd is None:
+        return ABNORMAL, ""
+    return rcvd.code, rcvd.reason
 
 
 def _frame(text: str, msg_id: str) -> str:

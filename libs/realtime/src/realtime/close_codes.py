@@ -16,6 +16,11 @@ class CloseCode(IntEnum):
     INVALID_TOKEN = 4001  # identity token expired, forged, malformed, for another room, or not accepted here
     FORBIDDEN = 4003  # wrong or missing room password
     NOT_FOUND = 4004  # no such path at the gateway
+    # Codes of the ``error`` frames of the multiplexed ``/ws`` (one room or one frame refused; the
+    # connection stays open): never sent as a close; final (the same frame again gets the same answer).
+    ALREADY_JOINED = 4009  # a join for a room this connection is in (or joining)
+    NOT_JOINED = 4010  # a leave or a send for a room this connection is not in
+    TOO_MANY = 4029  # over MAX_ROOMS_PER_CONNECTION, or joins or messages faster than the connection's rate
 
 
 # What a client does on each code: come back and resume, or stop. This is THE table: the Python client

@@ -26,7 +26,7 @@ from realtime.operator import operator_route
 from realtime.tasks import cancel_and_wait
 from realtime.transport import frame_writer
 
-from rooms_service import api, envelopes
+from rooms_service import api, envelopes, mux
 from rooms_service.guard import FailureThrottle, PasswordGuard, Verdict
 from rooms_service.limits import TokenBucket
 from rooms_service.membership import Membership, Resume
@@ -90,6 +90,8 @@ def create_app(settings: RoomsSettings | None = None) -> FastAPI:
         metrics.child(metrics.PUBLISH_TO_STORE, on, service=service),
         on,
     )
+
+    mux.add_route(app, settings, guard, counts, (auth_failures, auth_throttled))  # GET /ws: many rooms
 
     @operator_route(app, "/rooms")
     async def room_stats() -> dict[str, int]:
