@@ -48,7 +48,7 @@ async def test_join_send_leave_with_refs_acks_and_rooms() -> None:
         assert await frames(conn, "left", "error") == {"type": "left", "room": "one", "ref": 9}
         await conn.send(json.dumps({"type": "send", "room": "one", "text": "gone", "id": "m2"}))
         error = await frames(conn, "error")
-        assert error == {"type": "error", "room": "one", "id": "m2", "code": 4010, "reason": "not joined"}
+        assert error == {"type": "error", "room": "one", "id": "m2", "code": 4011, "reason": "not joined"}
 
 
 async def test_a_wrong_password_costs_only_that_room() -> None:

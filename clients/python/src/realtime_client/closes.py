@@ -5,7 +5,7 @@
 RECONNECT = frozenset({1001, 1005, 1006, 1011, 1012, 1013})
 # Trying again cannot help: the README's "final" codes. Any code in neither set (1000 from the server,
 # an unknown one) is final too: the server meant to end the session.
-FINAL = frozenset({1008, 1009, 4001, 4003, 4004, 4009, 4010, 4029})  # 4009/4010/4029: /ws error frames
+FINAL = frozenset({1008, 1009, 4001, 4003, 4004, 4009, 4011, 4029})  # 4009/4011/4029: /ws error frames
 INVALID_TOKEN = 4001
 FORBIDDEN = 4003
 ABNORMAL = 1006  # no close frame: the connection dropped

@@ -36,7 +36,7 @@ TRY_AGAIN_LATER = 1013  # an error frame's "messaging unavailable": the same fra
 
 
 class SendRefused(Closed):
-    """The server refused one message (1008 malformed, 4010 not joined, 4029 over the rate): not resent."""
+    """The server refused one message (1008 malformed, 4011 not joined, 4029 over the rate): not resent."""
 
 
 class Joined(Member):

@@ -43,7 +43,7 @@ export const CLOSE_TEXT = {
   4003: "wrong password",
   4004: "no such path",
   4009: "already joined",
-  4010: "not joined",
+  4011: "not joined",
   4029: "too many rooms or too fast",
 };
 

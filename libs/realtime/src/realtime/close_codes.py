@@ -19,7 +19,7 @@ class CloseCode(IntEnum):
     # Codes of the ``error`` frames of the multiplexed ``/ws`` (one room or one frame refused; the
     # connection stays open): never sent as a close; final (the same frame again gets the same answer).
     ALREADY_JOINED = 4009  # a join for a room this connection is in (or joining)
-    NOT_JOINED = 4010  # a leave or a send for a room this connection is not in
+    NOT_JOINED = 4011  # a leave or a send for a room this connection is not in
     TOO_MANY = 4029  # over MAX_ROOMS_PER_CONNECTION, or joins or messages faster than the connection's rate
 
 
