@@ -43,8 +43,9 @@ class Rooms:
     """Every room with local members on this replica. The API the routes build on:
 
     - ``await join(membership, resume, accept=None)``: admit the membership (its room opened here if it
-      was not, the replica's subscription live at the server, the join announced and heard back, the
-      other replicas' counts known), then ``await accept()`` if given (``/ws/{room}`` completes its
+      was not, the replica's subscription confirmed live at the server once, the join announced (on
+      its own in a small room, in the next presence diff in a big one), the other replicas' counts
+      known when it opened the room), then ``await accept()`` if given (``/ws/{room}`` completes its
       handshake here: the client hears the room from that moment), then the welcome (JSON members),
       the catch-up asked for by ``resume``, and the live stream. Raises ``NotAdmitted`` when it could
       not be admitted; any later error is raised as is, with the membership still joined (``leave``).
@@ -100,17 +101,17 @@ class Rooms:
         accept: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         try:
-            room, echo, opened = await self._admit(member)
+            room, opened = await self._admit(member)
         except Exception as exc:
             raise NotAdmitted(type(exc).__name__) from exc
-        await self._presence.confirmed(member, echo)
+        await self._presence.confirmed(member)
         if opened:
             await self.census.query(room.id)
         if accept is not None:
             await accept()
         await self._welcome(room, member, resume)
 
-    async def _admit(self, member: Membership) -> tuple[Room, "asyncio.Future[None]", bool]:
+    async def _admit(self, member: Membership) -> tuple[Room, bool]:
         if self._history.epoch is None:
             raise HistoryUnavailable("the room history is not available yet")
         async with self._lock:
@@ -120,11 +121,11 @@ class Rooms:
                 room = await self._open(member.room_id)
             room.add(member)
             try:
-                echo = await self._presence.announce_join(member)
+                await self._presence.announce_join(member)
             except Exception:
                 await self._drop(room, member)
                 raise
-        return room, echo, opened
+        return room, opened
 
     async def _open(self, room_id: str) -> Room:
         self._presence.open(room_id, room_subject(self._prefix, room_id))
@@ -163,11 +164,15 @@ class Rooms:
             room = self._rooms.get(member.room_id)
             if room is None or room.members.get(member.id) is not member:
                 return
+            room.remove(member)  # out of its hub first: a member does not hear its own leave
             await self._presence.announce_leave(member)
-            await self._drop(room, member)
+            await self._close_if_empty(room)
 
     async def _drop(self, room: Room, member: Membership) -> None:
         room.remove(member)
+        await self._close_if_empty(room)
+
+    async def _close_if_empty(self, room: Room) -> None:
         if not room.members and self._rooms.get(room.id) is room:
             del self._rooms[room.id]
             self._presence.close(room.id)

@@ -65,6 +65,27 @@ class RoomsSettings(ServiceSettings):
     presence_interval: float = Field(default=10.0, gt=0)
     # Seconds a join waits for the other replicas' member counts before it greets with what it has.
     presence_query_timeout: float = Field(default=0.5, gt=0, le=5)
+    presence_events_max_members: int = Field(
+        default=100,
+        ge=0,
+        description="The most members (across all replicas) a room may have for its members to get one "
+        "join or leave event per member; above it they get a periodic members event instead (the count "
+        "and who joined and left), so a join costs the same in a room of 10 or of 10 000.",
+    )
+    presence_diff_interval: float = Field(
+        default=1.0,
+        gt=0,
+        le=60,
+        description="Seconds between two members events of a room above PRESENCE_EVENTS_MAX_MEMBERS "
+        "(sent only when something changed); also how often each replica announces its joins and leaves "
+        "in such a room to the others, as one diff.",
+    )
+    presence_diff_max_listed: int = Field(
+        default=100,
+        ge=0,
+        description="The most members one members event lists as joined (and as left); when more joined or "
+        "left in one interval, the event carries the room's count only.",
+    )
 
     # The room history (a JetStream stream, file storage): messages kept per room, and for how long.
     room_history_size: int = Field(default=1000, ge=1)
