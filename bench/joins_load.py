@@ -12,6 +12,7 @@ import base64
 import os
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit
 
 from bench.measure import percentile
@@ -41,7 +42,15 @@ class Member(RawClient):
             self.done.set_result(1006)
 
 
-async def run(url: str, members: int, in_flight: int, room_size: int, deadline: float) -> dict[str, object]:
+async def run(
+    url: str,
+    members: int,
+    in_flight: int,
+    room_size: int,
+    deadline: float,
+    hold: Callable[[], Awaitable[None]] | None = None,
+) -> dict[str, object]:
+    """Open ``members``; ``await hold()`` (if given) once all have joined or been refused; close them."""
     parts = urlsplit(url)
     loop = asyncio.get_running_loop()
     gate = asyncio.Semaphore(in_flight)
@@ -76,6 +85,8 @@ async def run(url: str, members: int, in_flight: int, room_size: int, deadline: 
     except TimeoutError:
         refused[-1] += members - len(welcomes) - sum(refused.values())  # not done by the deadline
     seconds = time.perf_counter() - started
+    if hold is not None:
+        await hold()
     for member in opened:
         member.close()
     await asyncio.sleep(0.5)  # the closes go out before the process ends

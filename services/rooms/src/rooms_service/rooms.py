@@ -13,9 +13,10 @@ message through the parts.
 """
 
 import asyncio
+import contextlib
 import logging
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from realtime.bus import Bus, StoreAck, Stored
 from realtime.close_codes import CloseCode
@@ -64,7 +65,9 @@ class Rooms:
     def __init__(self, bus: Bus, settings: RoomsSettings) -> None:
         self.origin = settings.instance_id
         self._rooms: dict[str, Room] = {}
-        self._lock = asyncio.Lock()  # joins and leaves; the message path never takes it
+        # One lock per room for its joins and leaves (a room's opening round trips hold up only its own
+        # joins, never another room's); the message path never takes it. Room id -> (lock, users).
+        self._locks: dict[str, tuple[asyncio.Lock, list[int]]] = {}
         self._prefix = settings.subject_prefix
         self._history = History(bus, settings)
         self._presence = Roster(bus, settings, local_count=self._local_count, tell=self._tell)
@@ -111,10 +114,22 @@ class Rooms:
             await accept()
         await self._welcome(room, member, resume)
 
+    @contextlib.asynccontextmanager
+    async def _locked(self, room_id: str) -> AsyncIterator[None]:
+        lock, users = self._locks.setdefault(room_id, (asyncio.Lock(), [0]))
+        users[0] += 1
+        try:
+            async with lock:
+                yield
+        finally:
+            users[0] -= 1
+            if not users[0]:
+                del self._locks[room_id]
+
     async def _admit(self, member: Membership) -> tuple[Room, bool]:
         if self._history.epoch is None:
             raise HistoryUnavailable("the room history is not available yet")
-        async with self._lock:
+        async with self._locked(member.room_id):
             room = self._rooms.get(member.room_id)
             opened = room is None
             if room is None:
@@ -160,7 +175,7 @@ class Rooms:
         await self._delivery.catch_up(room, member, backlog)
 
     async def leave(self, member: Membership) -> None:
-        async with self._lock:
+        async with self._locked(member.room_id):
             room = self._rooms.get(member.room_id)
             if room is None or room.members.get(member.id) is not member:
                 return
@@ -220,8 +235,7 @@ class Rooms:
         await self._presence.heartbeat(self._check_all)
 
     async def _history_lost(self) -> None:
-        async with self._lock:
-            rooms = list(self._rooms.values())
+        rooms = list(self._rooms.values())
         for room in rooms:
             room.delivered = 0
             for member in list(room.members.values()):
@@ -241,8 +255,7 @@ class Rooms:
             room.json_hub.broadcast(frame)
 
     async def close(self) -> None:
-        async with self._lock:
-            rooms, self._rooms = list(self._rooms.values()), {}
+        rooms, self._rooms = list(self._rooms.values()), {}
         for room in rooms:
             self._presence.close(room.id)
             await self._delivery.close(room)

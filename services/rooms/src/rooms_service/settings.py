@@ -65,6 +65,20 @@ class RoomsSettings(ServiceSettings):
     presence_interval: float = Field(default=10.0, gt=0)
     # Seconds a join waits for the other replicas' member counts before it greets with what it has.
     presence_query_timeout: float = Field(default=0.5, gt=0, le=5)
+    room_joins_in_flight: int = Field(
+        default=200,
+        ge=1,
+        description="The most joins this replica works on at once (admission, welcome, catch-up); the "
+        "others wait for their turn.",
+    )
+    room_join_wait: float = Field(
+        default=2.0,
+        gt=0,
+        description='Seconds a join may wait for its turn before it is refused with 1013 "server busy" '
+        "(clients back off and come back). With a join's own bounded work (at most 2 s for its room's bus "
+        "confirmation, PRESENCE_QUERY_TIMEOUT for the census) it stays below the gateway's "
+        "UPSTREAM_HANDSHAKE_TIMEOUT, so the client gets the replica's answer, not the gateway's timeout.",
+    )
     presence_events_max_members: int = Field(
         default=100,
         ge=0,

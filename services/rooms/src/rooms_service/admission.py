@@ -1,0 +1,42 @@
+"""Join admission: a replica works on at most ROOM_JOINS_IN_FLIGHT joins at once.
+
+A join waits for its turn at most ROOM_JOIN_WAIT seconds; past that it is refused with 1013 "server
+busy" (the clients reconnect with their jittered backoff, so a storm spreads out). The wait plus a join's
+own bounded work (its room's bus confirmation, at most 2 s; the census, PRESENCE_QUERY_TIMEOUT) stays
+below the gateway's UPSTREAM_HANDSHAKE_TIMEOUT (5 s): the client hears the replica's answer, and a join
+the gateway gave up on is not worked on after it.
+"""
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from realtime.lograte import worth_logging
+
+logger = logging.getLogger(__name__)
+
+
+class Busy(RuntimeError):
+    """No turn within the wait: the replica is saturated with joins."""
+
+
+class Admission:
+    def __init__(self, in_flight: int, wait: float) -> None:
+        self._slots = asyncio.Semaphore(in_flight)
+        self._wait = wait
+        self.refused = 0
+
+    @contextlib.asynccontextmanager
+    async def turn(self) -> AsyncIterator[None]:
+        try:
+            await asyncio.wait_for(self._slots.acquire(), self._wait)
+        except TimeoutError:
+            self.refused += 1
+            if worth_logging(self.refused):
+                logger.warning("joins refused as the replica is busy: %d so far", self.refused)
+            raise Busy("server busy") from None
+        try:
+            yield
+        finally:
+            self._slots.release()
