@@ -9,18 +9,29 @@ deliveries to one member, how long the fault action took (NATS down 1 s and back
 start; two replica restarts one after the other), and the time from its end until messages flow again
 (new acks, and every member hearing them). Bounded: each run has deadlines; every process is stopped after.
 
+Reconnect storms (``bench/storm.py``): one room of BENCH_STORM_MEMBERS (5 000) members, and as many in
+rooms of 10, through the gateway; the gateway SIGKILLed and restarted; the time until the last member is
+back (its welcome), and whether each got the message published to its room meanwhile, once.
+
     .venv/bin/python -m bench faults
+    BENCH_FAULTS= BENCH_STORM_MEMBERS=2000 .venv/bin/python -m bench faults   # the storms only, smaller
 """
 
 import asyncio
+import json
 import os
+import secrets
 import sys
 
 from devstack.stack import Stack, StackConfig
 
+from bench.storm import storm
 from tests.support.rooms import FAULTS, LISTENERS, RATE, SENDERS, run_traffic
 
 CHOSEN = [f for f in os.environ.get("BENCH_FAULTS", ",".join(FAULTS)).split(",") if f]
+STORM_MEMBERS = int(os.environ.get("BENCH_STORM_MEMBERS", "5000"))
+STORMS = {"one room": STORM_MEMBERS, "rooms of 10": 10}  # room size
+CHOSEN_STORMS = [s for s in os.environ.get("BENCH_STORMS", ",".join(STORMS)).split(",") if s]
 
 
 def one(fault: str) -> dict:
@@ -29,11 +40,42 @@ def one(fault: str) -> dict:
         return asyncio.run(run_traffic(stack, f"bench-{fault}", FAULTS[fault](stack)))
 
 
+def one_storm(room_size: int) -> dict:
+    key = secrets.token_urlsafe(32)
+    env = {"LOG_LEVEL": "warning", "ACCESS_LOG": "false", "MAX_CONNECTIONS_PER_ADDRESS": "100000"}
+    env |= {"PUBLISH_API_KEYS": json.dumps([key]), "PUBLISH_RATE": "100000", "PUBLISH_BURST": "100000"}
+    with Stack(StackConfig.for_tests("rooms=2", **env)) as stack:
+        return asyncio.run(storm(stack, STORM_MEMBERS, room_size, key))
+
+
 def main() -> None:
+    storms: dict[str, dict] = {}
+    for name in CHOSEN_STORMS:
+        print(f"storm: {name} ...", file=sys.stderr, flush=True)
+        storms[name] = one_storm(STORMS[name])
     results: dict[str, dict] = {}
     for fault in CHOSEN:
         print(f"{fault} ...", file=sys.stderr, flush=True)
         results[fault] = one(fault)
+    if storms:
+        print(
+            f"Reconnect storms: {STORM_MEMBERS} JSON members through the gateway (2 rooms replicas), the "
+            "gateway SIGKILLed and restarted; members resume with since after a jittered backoff; one "
+            "message per room published through a replica while the gateway is away.\n"
+        )
+        print(
+            "| where the members are | members | last one back after the kill s | lost | duplicated "
+            "| welcomes not recovered |"
+        )
+        print("|---|---|---|---|---|---|")
+        for name, r in storms.items():
+            print(
+                f"| {name} | {r['members']} | {r['back_s']:.2f} | {r['lost']} | {r['duplicated']} | "
+                f"{r['unrecovered']} |"
+            )
+        print()
+    if not results:
+        return
     print(
         f"{SENDERS} senders x {RATE:g} messages/s into one room, {LISTENERS} members, all through the "
         "gateway; senders resend unacknowledged messages after a close, members resume with since.\n"

@@ -59,7 +59,7 @@ def main() -> None:
     print("|---|---|---|---|")
     for name, r in rows:
         refused = sum(r["refused"].values())
-        codes = ", ".join(f"{c}: {k}" for c, k in sorted(r["refused"].items(), key=lambda i: int(i[0])))
+        codes = ", ".join(f"{c}: {k}" for c, k in sorted(r["refused"].items()))
         print(
             f"| {name} | {r['joins_per_s']:.0f} | {refused} of {MEMBERS}{f' ({codes})' if codes else ''} | "
             f"{r['welcome_p50_ms']:.0f} / {r['welcome_p99_ms']:.0f} |"

@@ -25,7 +25,7 @@ class Member(RawClient):
     def __init__(self, request: bytes) -> None:
         super().__init__(request)
         self.started = time.perf_counter()
-        self.done: asyncio.Future[float | int] = asyncio.get_running_loop().create_future()
+        self.done: asyncio.Future[float | str] = asyncio.get_running_loop().create_future()
 
     def on_frame(self, opcode: int, buf: bytes, start: int, end: int) -> None:
         if self.done.done():
@@ -34,12 +34,13 @@ class Member(RawClient):
             self.done.set_result(time.perf_counter() - self.started)
         elif opcode == OP_CLOSE:
             code = int.from_bytes(buf[start : start + 2], "big") if end - start >= 2 else 1005
-            self.done.set_result(code)
+            reason = bytes(buf[start + 2 : end]).decode("utf-8", "replace")
+            self.done.set_result(f"{code} {reason}".strip())
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
         if not self.done.done():
-            self.done.set_result(1006)
+            self.done.set_result("1006")
 
 
 async def run(
@@ -56,7 +57,7 @@ async def run(
     gate = asyncio.Semaphore(in_flight)
     opened: list[Member] = []
     welcomes: list[float] = []
-    refused: Counter[int] = Counter()
+    refused: Counter[str] = Counter()  # close code and reason -> how many
 
     async def one(i: int) -> None:
         room = parts.path.replace("{room}", str(i // room_size))
@@ -69,7 +70,7 @@ async def run(
             try:
                 _, member = await loop.create_connection(lambda: Member(request), parts.hostname, parts.port)
             except OSError:
-                refused[0] += 1
+                refused["no connection"] += 1
                 return
             opened.append(member)
             outcome = await member.done
@@ -83,7 +84,7 @@ async def run(
         async with asyncio.timeout(deadline):
             await asyncio.gather(*(one(i) for i in range(members)))
     except TimeoutError:
-        refused[-1] += members - len(welcomes) - sum(refused.values())  # not done by the deadline
+        refused["deadline"] += members - len(welcomes) - sum(refused.values())
     seconds = time.perf_counter() - started
     if hold is not None:
         await hold()

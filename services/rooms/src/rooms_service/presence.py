@@ -171,10 +171,7 @@ class Roster:
         if room.live.done() and local > 0 and self.total(member.room_id) + 1 > self._most:
             self._gather(member.room_id, room, member, envelopes.LEAVE)
             return
-        try:
-            await self._announce(member.room_id, room, envelopes.LEAVE, member)
-        except Exception as exc:
-            logger.info("room %s: could not announce a leave (%s)", member.room_id, type(exc).__name__)
+        await self._announce(member.room_id, room, envelopes.LEAVE, member)
 
     def _gather(self, room_id: str, room: _Room, member: Membership, kind: str) -> None:
         """A join or leave in a big room: into this replica's next diff and its members' next event."""
@@ -188,9 +185,15 @@ class Roster:
             await self._send_diff(room_id, room)
         local = self._local_count(room_id)
         payload = envelopes.membership(kind, room_id, member.id, self.origin, local, member.user, member.name)
-        await self._bus.publish(room.subject, payload)
+        try:
+            await self._bus.publish(room.subject, payload)
+        except Exception as exc:
+            if kind == envelopes.JOIN:  # not joined after all: nobody is told
+                raise
+            logger.info("room %s: could not announce a leave (%s)", room_id, type(exc).__name__)
         # Its own members are told now, not when it comes back over the bus: a joining member is not
-        # in its hub yet and a leaving one no longer is, so neither hears itself.
+        # in its hub yet and a leaving one no longer is, so neither hears itself. A leave is told here
+        # even when the bus is away.
         self._heard_one(room_id, room, envelopes.decode(payload))
 
     async def _send_diff(self, room_id: str, room: _Room) -> None:
