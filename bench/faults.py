@@ -64,13 +64,14 @@ def main() -> None:
             "message per room published through a replica while the gateway is away.\n"
         )
         print(
-            "| where the members are | members | last one back after the kill s | lost | duplicated "
-            "| welcomes not recovered |"
+            "| where the members are | members | gateway ready after the kill s | last member back after "
+            "the kill s | lost | duplicated | welcomes not recovered |"
         )
-        print("|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|")
         for name, r in storms.items():
             print(
-                f"| {name} | {r['members']} | {r['back_s']:.2f} | {r['lost']} | {r['duplicated']} | "
+                f"| {name} | {r['members']} | {r['gateway_back_s']:.2f} | {r['back_s']:.2f} | {r['lost']} | "
+                f"{r['duplicated']} | "
                 f"{r['unrecovered']} |"
             )
         print()

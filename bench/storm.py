@@ -120,6 +120,7 @@ async def storm(stack: Stack, members: int, room_size: int, key: str) -> dict[st
     crowd = [Member(room) for room in rooms]
     gate = asyncio.Semaphore(IN_FLIGHT)
     tasks = [asyncio.create_task(keep(m, stack.gateway_url, gate)) for m in crowd]
+    gateway_back_s = float("nan")
     try:
         async with asyncio.timeout(BACK_DEADLINE):
             await asyncio.gather(*(m.welcomed.wait() for m in crowd))
@@ -133,7 +134,7 @@ async def storm(stack: Stack, members: int, room_size: int, key: str) -> dict[st
         published = await _publish_one_per_room(stack, sorted(set(rooms)), key)
         for m in crowd:
             m.want(published[m.room])
-        await restart
+        gateway_back_s = await restart - killed
         async with asyncio.timeout(BACK_DEADLINE):
             await asyncio.gather(*(m.welcomed.wait() for m in crowd))
         back_s = max(m.welcomed_at for m in crowd) - killed
@@ -153,15 +154,18 @@ async def storm(stack: Stack, members: int, room_size: int, key: str) -> dict[st
     return {
         "members": members,
         "back_s": back_s,
+        "gateway_back_s": gateway_back_s,
         "lost": lost,
         "duplicated": sum(len(m.seqs) - len(set(m.seqs)) for m in crowd),
         "unrecovered": sum(m.unrecovered for m in crowd),
     }
 
 
-def _restart_gateway(stack: Stack) -> None:
+def _restart_gateway(stack: Stack) -> float:
+    """Start the gateway again; returns the moment it is ready."""
     stack.start_process("gateway")
     stack.wait_ready(names=["gateway"])
+    return time.monotonic()
 
 
 async def _publish_one_per_room(stack: Stack, rooms: list[str], key: str) -> dict[str, int]:
