@@ -220,7 +220,8 @@ async def test_a_real_members_event_with_who_joined_and_left_validates() -> None
             async with await ws(url + "&name=Ann") as other:
                 you = (await next_event(other, "welcome"))["you"]
                 joined = await next_event(here, "members", count=2)
-                assert joined["joined"] == [{"member": you, "name": "Ann"}] and joined["left"] == []
+                # (the first member may be listed too: its own join can fall in the same interval)
+                assert {"member": you, "name": "Ann"} in joined["joined"] and joined["left"] == []
                 assert_valid("members", joined)
             left = await next_event(here, "members", count=1)
             assert left["left"] == [{"member": you, "name": "Ann"}] and left["joined"] == []
