@@ -26,7 +26,7 @@ from realtime.tasks import cancel_and_wait
 from realtime.transport import frame_writer
 
 from rooms_service import api, envelopes
-from rooms_service.admission import Admission, Busy
+from rooms_service.admission import Admission, Busy, waited_since
 from rooms_service.guard import FailureThrottle, PasswordGuard, Verdict
 from rooms_service.limits import TokenBucket
 from rooms_service.membership import Membership, Resume
@@ -209,7 +209,8 @@ async def _session(
     member = Membership(secrets.token_hex(6), room_id, writer, json, user=who[0], name=who[1])
     try:
         try:
-            async with websocket.app.state.admission.turn():
+            waited = waited_since(websocket.headers.get("x-request-start"))
+            async with websocket.app.state.admission.turn(waited):
                 await rooms.join(member, resume, accept=websocket.accept)
         except Busy:  # too many joins at once here: the client backs off and comes back
             await _refuse(websocket, CloseCode.TRY_AGAIN_LATER, "server busy")

@@ -111,10 +111,11 @@ class RoomsSettings(ServiceSettings):
     their turn.
     """
     room_join_wait: float = Field(default=2.0, gt=0)
-    """Seconds a join may wait for its turn before it is refused with 1013 `server busy` (clients back off
-    and come back). With a join's own bounded work (at most 2 s for its room's bus confirmation,
-    PRESENCE_QUERY_TIMEOUT for the census) it stays below the gateway's UPSTREAM_HANDSHAKE_TIMEOUT (5 s),
-    so the client gets the replica's answer, not the gateway's timeout.
+    """Seconds a join may wait for its turn, counted from when the gateway sent it (`X-Request-Start`),
+    before it is refused with 1013 `server busy` (clients back off and come back). With a join's own
+    bounded work (at most 2 s for its room's bus confirmation, PRESENCE_QUERY_TIMEOUT for the census) it
+    stays below the gateway's UPSTREAM_HANDSHAKE_TIMEOUT (5 s), so the client gets the replica's answer,
+    not the gateway's timeout.
     """
     presence_events_max_members: int = Field(default=100, ge=0)
     """The most members (across all replicas) a room may have for its members to get one `join` or `leave`
