@@ -5,7 +5,7 @@ A join waits for its turn at most ROOM_JOIN_WAIT seconds, counted from when the 
 app counts too); past that it is refused with 1013 "server busy" without any work on it (the clients
 reconnect with their jittered backoff, so a storm spreads out). The wait plus a join's
 own bounded work (its room's bus confirmation, at most 2 s; the census, PRESENCE_QUERY_TIMEOUT) stays
-below the gateway's UPSTREAM_HANDSHAKE_TIMEOUT (5 s): the client hears the replica's answer, and a join
+within the gateway's UPSTREAM_HANDSHAKE_TIMEOUT (5 s): the client hears the replica's answer, and a join
 the gateway gave up on is not worked on after it.
 """
 

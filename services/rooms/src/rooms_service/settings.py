@@ -110,11 +110,11 @@ class RoomsSettings(ServiceSettings):
     """The most joins this replica works on at once (admission, welcome, catch-up); the others wait for
     their turn.
     """
-    room_join_wait: float = Field(default=2.0, gt=0)
+    room_join_wait: float = Field(default=2.5, gt=0)
     """Seconds a join may wait for its turn, counted from when the gateway sent it (`X-Request-Start`),
     before it is refused with 1013 `server busy` (clients back off and come back). With a join's own
     bounded work (at most 2 s for its room's bus confirmation, PRESENCE_QUERY_TIMEOUT for the census) it
-    stays below the gateway's UPSTREAM_HANDSHAKE_TIMEOUT (5 s), so the client gets the replica's answer,
+    stays within the gateway's UPSTREAM_HANDSHAKE_TIMEOUT (5 s), so the client gets the replica's answer,
     not the gateway's timeout.
     """
     presence_events_max_members: int = Field(default=100, ge=0)
