@@ -65,12 +65,13 @@ def main() -> None:
         )
         print(
             "| where the members are | members | gateway ready after the kill s | last member back after "
-            "the kill s | lost | duplicated | welcomes not recovered |"
+            "the kill s | joins refused on the way back | lost | duplicated | welcomes not recovered |"
         )
-        print("|---|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|---|")
         for name, r in storms.items():
             print(
-                f"| {name} | {r['members']} | {r['gateway_back_s']:.2f} | {r['back_s']:.2f} | {r['lost']} | "
+                f"| {name} | {r['members']} | {r['gateway_back_s']:.2f} | {r['back_s']:.2f} | "
+                f"{r['refused']} | {r['lost']} | "
                 f"{r['duplicated']} | "
                 f"{r['unrecovered']} |"
             )

@@ -23,7 +23,7 @@ import httpx
 from devstack.stack import Stack
 from realtime.backoff import Backoff
 
-from bench.wsclient import OP_TEXT, RawClient
+from bench.wsclient import OP_CLOSE, OP_TEXT, RawClient
 
 IN_FLIGHT = 200  # joins in flight while the members first open
 BACK_DEADLINE = 120.0  # seconds for every member to be back after the kill
@@ -41,6 +41,7 @@ class Member:
     wanted: int = -1  # the seq of the message published to its room during the fault
     got: asyncio.Event = field(default_factory=asyncio.Event)
     closed: bool = False
+    refused: int = 0  # closes before a welcome (1013 server busy, no upstream available) after the kill
 
     def want(self, seq: int) -> None:
         self.wanted = seq
@@ -80,6 +81,8 @@ class Conn(RawClient):
     def on_frame(self, opcode: int, buf: bytes, start: int, end: int) -> None:
         if opcode == OP_TEXT:
             self.member.heard(json.loads(buf[start:end]))
+        elif opcode == OP_CLOSE and not self.member.welcomed.is_set():
+            self.member.refused += 1
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
@@ -158,6 +161,7 @@ async def storm(stack: Stack, members: int, room_size: int, key: str) -> dict[st
         "lost": lost,
         "duplicated": sum(len(m.seqs) - len(set(m.seqs)) for m in crowd),
         "unrecovered": sum(m.unrecovered for m in crowd),
+        "refused": sum(m.refused for m in crowd),
     }
 
 
