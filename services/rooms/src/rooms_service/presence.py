@@ -294,9 +294,12 @@ class Roster:
                 room = self._rooms.get(room_id)
                 if room is None:
                     continue
-                if room.mine.changed:
-                    await self._send_diff(room_id, room)
-                self._tell_diff(room_id, room)
+                try:
+                    if room.mine.changed:
+                        await self._send_diff(room_id, room)
+                    self._tell_diff(room_id, room)
+                except Exception:  # one room's trouble stops neither the others nor the heartbeat
+                    logger.exception("room %s: presence diff failed", room_id)
 
     async def _beats(self, beaten: Callable[[], None]) -> None:
         """Forever: forget silent replicas (telling members the new total), announce this replica and
