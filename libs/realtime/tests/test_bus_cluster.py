@@ -102,6 +102,10 @@ async def test_losing_one_node_of_three_loses_no_stored_message(cluster: Cluster
     await bus.disconnect()
 
 
+# nats-py abandons the stale connection's StreamWriter without closing it (its transport to the stopped
+# node cannot finish closing); when the garbage collector finds it, asyncio's __del__ complains. That is
+# nats-py's socket, not ours, and the test's point is what the client does next.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 async def test_a_hung_server_is_left_within_10_s_and_the_store_retried_there_is_stored_once(
     cluster: Cluster,
 ) -> None:
