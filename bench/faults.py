@@ -9,6 +9,10 @@ deliveries to one member, how long the fault action took (NATS down 1 s and back
 start; two replica restarts one after the other), and the time from its end until messages flow again
 (new acks, and every member hearing them). Bounded: each run has deadlines; every process is stopped after.
 
+Reconnect storms (``bench/storm.py``): one room of BENCH_STORM_MEMBERS (5 000) members, and as many in
+rooms of 10, through the gateway; the gateway SIGKILLed and restarted; the time until the last member is
+back (its welcome), and whether each got the message published to its room meanwhile, once.
+
 The ``nats-*`` rows run on one 3-node JetStream cluster (``SCALE="nats=3 rooms=2"``, the rooms stream on
 R3; tests/support/cluster.py): the stream leader (found through /jsz) and a follower SIGKILLed and brought
 back, the leader SIGSTOPped for 30 s, a rolling restart of the three nodes, two nodes lost at once, and,
@@ -17,15 +21,19 @@ acknowledgements says how long sends hung (at most 10 s while the stream has a q
 
     .venv/bin/python -m bench faults
     BENCH_FAULTS=nats-leader-sigkill,nats-leader-sigstop-30s .venv/bin/python -m bench faults
+    BENCH_FAULTS= BENCH_STORM_MEMBERS=2000 .venv/bin/python -m bench faults   # the storms only, smaller
 """
 
 import asyncio
+import json
 import os
+import secrets
 import sys
 from collections.abc import Awaitable, Callable
 
 from devstack.stack import Stack, StackConfig
 
+from bench.storm import storm
 from tests.support import partition
 from tests.support.cluster import CLUSTER_ENV, CLUSTER_FAULTS, PulseWatch, wait_current
 from tests.support.rooms import FAULTS, LISTENERS, RATE, SENDERS, Verdict, run_traffic
@@ -33,12 +41,23 @@ from tests.support.rooms import FAULTS, LISTENERS, RATE, SENDERS, Verdict, run_t
 PARTITION = "nats-node-cut-off-20s"  # root only: each node in its own network namespace
 ALL = [*FAULTS, *CLUSTER_FAULTS, PARTITION]
 CHOSEN = [f for f in os.environ.get("BENCH_FAULTS", ",".join(ALL)).split(",") if f]
+STORM_MEMBERS = int(os.environ.get("BENCH_STORM_MEMBERS", "5000"))
+STORMS = {"one room": STORM_MEMBERS, "rooms of 10": 10}  # room size
+CHOSEN_STORMS = [s for s in os.environ.get("BENCH_STORMS", ",".join(STORMS)).split(",") if s]
 
 
 def one(fault: str) -> dict:
     config = StackConfig.for_tests("rooms=2", LOG_LEVEL="warning", ACCESS_LOG="false", PRESENCE_INTERVAL="1")
     with Stack(config) as stack:
         return asyncio.run(run_traffic(stack, f"bench-{fault}", FAULTS[fault](stack)))
+
+
+def one_storm(room_size: int) -> dict:
+    key = secrets.token_urlsafe(32)
+    env = {"LOG_LEVEL": "warning", "ACCESS_LOG": "false", "MAX_CONNECTIONS_PER_ADDRESS": "100000"}
+    env |= {"PUBLISH_API_KEYS": json.dumps([key]), "PUBLISH_RATE": "100000", "PUBLISH_BURST": "100000"}
+    with Stack(StackConfig.for_tests("rooms=2", **env)) as stack:
+        return asyncio.run(storm(stack, STORM_MEMBERS, room_size, key))
 
 
 async def watched(stack: Stack, fault: str, action: Callable[[], Awaitable[None]]) -> dict:
@@ -63,11 +82,17 @@ def on_a_cluster(faults: list[str]) -> dict[str, dict]:
 
 
 def main() -> None:
+    storms: dict[str, dict] = {}
+    for name in CHOSEN_STORMS:
+        print(f"storm: {name} ...", file=sys.stderr, flush=True)
+        storms[name] = one_storm(STORMS[name])
     results: dict[str, dict] = {}
     for fault in [f for f in CHOSEN if f in FAULTS]:
         print(f"{fault} ...", file=sys.stderr, flush=True)
         results[fault] = one(fault)
-    results |= on_a_cluster([f for f in CHOSEN if f in CLUSTER_FAULTS])
+    on_cluster = [f for f in CHOSEN if f in CLUSTER_FAULTS]
+    if on_cluster:  # (the storms alone start no cluster)
+        results |= on_a_cluster(on_cluster)
     skipped = None
     if PARTITION in CHOSEN:
         skipped = partition.unavailable()
@@ -76,6 +101,27 @@ def main() -> None:
             r = partition.run()
             fields = {k.removeprefix("verdict_"): r.pop(k) for k in list(r) if k.startswith("verdict_")}
             results[PARTITION] = r | {"verdict": Verdict(**fields)}
+    if storms:
+        print(
+            f"Reconnect storms: {STORM_MEMBERS} JSON members through the gateway (2 rooms replicas), the "
+            "gateway SIGKILLed and restarted; members resume with since after a jittered backoff; one "
+            "message per room published through a replica while the gateway is away.\n"
+        )
+        print(
+            "| where the members are | members | gateway ready after the kill s | last member back after "
+            "the kill s | joins refused on the way back | lost | duplicated | welcomes not recovered |"
+        )
+        print("|---|---|---|---|---|---|---|---|")
+        for name, r in storms.items():
+            print(
+                f"| {name} | {r['members']} | {r['gateway_back_s']:.2f} | {r['back_s']:.2f} | "
+                f"{r['refused']} | {r['lost']} | "
+                f"{r['duplicated']} | "
+                f"{r['unrecovered']} |"
+            )
+        print()
+    if not results and skipped is None:
+        return
     print(
         f"{SENDERS} senders x {RATE:g} messages/s into one room, {LISTENERS} members, all through the "
         "gateway; senders resend unacknowledged messages after a close, members resume with since.\n"

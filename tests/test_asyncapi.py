@@ -31,8 +31,8 @@ from tests.conftest import make_stack, next_event, ws
 
 ROOT = Path(__file__).parent.parent
 DOC = yaml.safe_load((ROOT / "docs" / "asyncapi.yaml").read_text())
-# Internal only: a replica's heartbeat on NATS, never forwarded to a client as such.
-INTERNAL_TYPES = {envelopes.COUNT}
+# Internal only: a replica's heartbeat and its presence diff on NATS, never forwarded to a client as such.
+INTERNAL_TYPES = {envelopes.COUNT, envelopes.DIFF}
 TOKEN_SECRET = "asyncapi-token-secret-0123456789-abcdef"
 API_KEY = "asyncapi-publish-key-7d1e"
 
@@ -207,6 +207,25 @@ async def test_a_real_pulse_validates(stack: Stack) -> None:
         async with asyncio.timeout(30):
             pulse = json.loads(await conn.recv())
         assert_valid("pulse", pulse)
+
+
+async def test_a_real_members_event_with_who_joined_and_left_validates() -> None:
+    """A room above PRESENCE_EVENTS_MAX_MEMBERS (0 here): joins and leaves arrive as ``members``
+    events with ``joined``/``left`` lists."""
+    env = {"PRESENCE_EVENTS_MAX_MEMBERS": "0", "PRESENCE_DIFF_INTERVAL": "0.2"}
+    with make_stack("rooms=1", **env) as small:
+        url = f"ws://127.0.0.1:{small.processes['rooms-1'].port}/ws/big?format=json"
+        async with await ws(url) as here:
+            await next_event(here, "welcome")
+            async with await ws(url + "&name=Ann") as other:
+                you = (await next_event(other, "welcome"))["you"]
+                joined = await next_event(here, "members", count=2)
+                # (the first member may be listed too: its own join can fall in the same interval)
+                assert {"member": you, "name": "Ann"} in joined["joined"] and joined["left"] == []
+                assert_valid("members", joined)
+            left = await next_event(here, "members", count=1)
+            assert left["left"] == [{"member": you, "name": "Ann"}] and left["joined"] == []
+            assert_valid("members", left)
 
 
 def test_a_schema_rejects_what_it_should() -> None:

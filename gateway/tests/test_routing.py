@@ -65,6 +65,17 @@ def test_trusted_proxy_chain_is_extended() -> None:
     assert b"x-forwarded-for: 6.6.6.6, 10.1.2.3\r\n" in head
 
 
+def test_each_attempt_says_when_it_left_the_gateway_and_a_client_cannot_say_it() -> None:
+    import re
+    import time
+
+    forged = RAW.replace(b"\r\n\r\n", b"\r\nx-request-start: t=1\r\n\r\n")
+    head = Request(forged).for_upstream("10.1.2.3", trusted=False)
+    stamps = re.findall(rb"x-request-start: t=(\d+)\r\n", head)
+    assert len(stamps) == 1 and abs(int(stamps[0]) / 1e6 - time.time()) < 60
+    assert b"x-request-start: t=1\r\n" in Request(forged).for_upstream("10.1.2.3", trusted=True)  # an edge's
+
+
 def test_forwarded_allow_ips_has_the_services_type_and_meaning(monkeypatch) -> None:
     from realtime.settings import ServiceSettings
 

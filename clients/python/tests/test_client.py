@@ -377,3 +377,18 @@ async def test_a_token_refused_at_a_reconnect_ends_the_iterator_and_pending_send
         assert room.closes[-1] == (4001, "invalid token")
         await asyncio.sleep(1.5)
         assert room.connects == connects
+
+
+async def test_a_big_rooms_members_events_say_who_joined_and_left() -> None:
+    """Above PRESENCE_EVENTS_MAX_MEMBERS (1 here) presence comes as ``members`` with joined/left."""
+    with make_stack(PRESENCE_EVENTS_MAX_MEMBERS="1", PRESENCE_DIFF_INTERVAL="0.2") as stack:
+        async with Room(stack.gateway_url, "crowd", name="Guest 7") as guest:
+            seen = guest.events()
+            async with Room(stack.gateway_url, "crowd", token=mint()) as ada:
+                ada_id = ada.you
+                joined = await next_event(seen, Presence, type="members", count=2)
+                assert joined.joined == ({"member": ada_id, "user": "ada", "name": "Ada L."},)
+                assert joined.left == () and joined.member is None
+            left = await next_event(seen, Presence, type="members", count=1)
+            assert left.left == ({"member": ada_id, "user": "ada", "name": "Ada L."},)
+            assert guest.count == 1

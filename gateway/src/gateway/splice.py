@@ -17,6 +17,7 @@ from a slow client to its upstream. The gateway only writes frames of its own:
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 from realtime.close_codes import CloseCode
@@ -30,6 +31,7 @@ from gateway.upstreams import Address, UpstreamPool, open_transport
 logger = logging.getLogger("gateway.access")
 
 MAX_RESPONSE_HEAD = 16 * 1024
+REQUEST_START = b"x-request-start"
 MAX_EARLY_BYTES = 256 * 1024  # client bytes that may arrive before the upstream's 101 is relayed
 CLOSE_WAIT = 2.0  # how long to wait for a client's close reply after the gateway closed
 # After the upstream's close frame went to the client, a client that keeps sending for AFTER_CLOSE_GRACE
@@ -71,6 +73,11 @@ class Request:
 
     def for_upstream(self, peer: str, trusted: bool) -> bytes:
         headers = forwarded_headers(self.headers, peer, trusted)  # type: ignore[arg-type]
+        # When this attempt left the gateway (microseconds, as Heroku and New Relic write it): a replica
+        # refuses a join that waited in its queues longer than it may (rooms' ROOM_JOIN_WAIT).
+        if not trusted or not any(k == REQUEST_START for k, _ in headers):
+            headers = [(k, v) for k, v in headers if k != REQUEST_START]
+            headers.append((REQUEST_START, b"t=%d" % (time.time() * 1_000_000)))
         lines = [self.method + b" " + self.target + b" HTTP/1.1"] + [k + b": " + v for k, v in headers]
         return b"\r\n".join(lines) + b"\r\n\r\n"
 
@@ -312,9 +319,9 @@ class GatewayWebSocketProtocol(asyncio.Protocol):
         if proxy is None or request is None:
             return
         self._pool = pool
-        head = request.for_upstream(self.peer, proxy.trusts(self.peer))
         settings = proxy.settings
         for address in pool.candidates():
+            head = request.for_upstream(self.peer, proxy.trusts(self.peer))  # stamped per attempt
             try:
                 status = await self._try_upstream(address, head, settings)
             except UpstreamRefused as exc:

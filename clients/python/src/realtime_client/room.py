@@ -54,7 +54,10 @@ class Message:
 
 @dataclass(frozen=True)
 class Presence:
-    """``join``, ``leave`` (``member`` set) or ``members``; ``count`` is the room's total."""
+    """``join``, ``leave`` (``member`` set) or ``members``; ``count`` is the room's total. A room above
+    the server's PRESENCE_EVENTS_MAX_MEMBERS sends no join or leave: its ``members`` events list who
+    ``joined`` and ``left`` since the last one ({"member", "user", "name"} each; None when the server
+    listed nobody: too many changed, or only the count moved)."""
 
     type: str
     count: int
@@ -63,6 +66,8 @@ class Presence:
     data: dict[str, Any] = field(repr=False)
     user: str | None = None  # the member's user id (join, leave), when it has a token
     name: str | None = None  # the member's name (join, leave), when it has one
+    joined: tuple[dict[str, Any], ...] | None = None  # members: who joined since the last one
+    left: tuple[dict[str, Any], ...] | None = None  # members: who left since the last one
 
 
 @dataclass(frozen=True)
@@ -213,7 +218,9 @@ class Member:
         elif kind in ("join", "leave", "members"):
             self.count = event["count"]
             who = {"user": event.get("user"), "name": event.get("name")}
-            presence = Presence(kind, event["count"], event.get("member"), event["room"], event, **who)
+            lists = {k: tuple(event[k]) for k in ("joined", "left") if isinstance(event.get(k), list)}
+            member = event.get("member")
+            presence = Presence(kind, event["count"], member, event["room"], event, **who, **lists)
             self._events.put_nowait(presence)
 
     def _resume_from(self) -> int | None:

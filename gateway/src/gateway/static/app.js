@@ -119,6 +119,14 @@ function setupChat() {
       }
       if (typeof event.count === "number") showCount(event.count);
     } else if (event.type === "members") {
+      // A big room: who joined and left since the last one (names when few, else how many).
+      const said = [];
+      for (const [list, verb] of [[event.joined, "joined"], [event.left, "left"]]) {
+        const others = (list || []).filter((e) => !room.selves.has(e.member));
+        if (others.length > 3) said.push(`${others.length} ${verb}`);
+        else if (others.length) said.push(`${others.map((e) => whoIs(e, e.member)).join(", ")} ${verb}`);
+      }
+      if (said.length) appendLine(log, "sys", timeOf(), `${said.join("; ")} · ${event.count} here`);
       showCount(event.count);
     }
   }

@@ -287,7 +287,10 @@ function tokenOf(token, then) {
  * token is given); history (last N messages on the first join); and callbacks
  *   onWelcome(welcome, { resumed, recovered })  after each (re)connect; recovered false = a gap
  *   onMessage(message, { mine })                each stored message once, in seq order
- *   onPresence(event)                           join, leave, members
+ *   onPresence(event)                           join, leave, members (in a room above the server's
+ *                                               PRESENCE_EVENTS_MAX_MEMBERS, no join or leave: members
+ *                                               lists who `joined` and `left` since the last one, or
+ *                                               carries the count only when too many did)
  *   onState(state, text), onFinalClose(closeEvent)   4001: the token was refused (final)
  * Welcome, message, join and leave objects are the server's JSON: `user` (a token's sub) and `name`
  * are set when known and undefined otherwise.

@@ -27,6 +27,7 @@ from realtime.tasks import cancel_and_wait
 from realtime.transport import frame_writer
 
 from rooms_service import api, envelopes, mux
+from rooms_service.admission import Admission, Busy, waited_since
 from rooms_service.guard import FailureThrottle, PasswordGuard, Verdict
 from rooms_service.limits import TokenBucket
 from rooms_service.membership import Membership, Resume
@@ -81,6 +82,7 @@ def create_app(settings: RoomsSettings | None = None) -> FastAPI:
     app = create_service_app(settings, lifespan=lifespan)
     app.include_router(api.create_router(settings))  # POST/GET /api/rooms/{room_id}/messages
     app.state.guard = guard
+    app.state.admission = Admission(settings.room_joins_in_flight, settings.room_join_wait)
     on, service = settings.metrics, settings.service_name
     auth_failures = metrics.child(metrics.AUTH_FAILURES, on, service=service)
     auth_throttled = metrics.child(metrics.AUTH_THROTTLED, on, service=service)
@@ -211,7 +213,12 @@ async def _session(
     member = Membership(secrets.token_hex(6), room_id, writer, json, user=who[0], name=who[1])
     try:
         try:
-            await rooms.join(member, resume, accept=websocket.accept)
+            waited = waited_since(websocket.headers.get("x-request-start"))
+            async with websocket.app.state.admission.turn(waited):
+                await rooms.join(member, resume, accept=websocket.accept)
+        except Busy:  # too many joins at once here: the client backs off and comes back
+            await _refuse(websocket, CloseCode.TRY_AGAIN_LATER, "server busy")
+            return
         except NotAdmitted as exc:  # never connected to NATS, its reconnect buffer is full, or no history
             logger.warning("room %s: could not join (%s)", room_id, exc)
             await _refuse(websocket, CloseCode.TRY_AGAIN_LATER, "messaging unavailable")

@@ -13,7 +13,11 @@ stored messages):
 - ``join`` / ``leave``: room, member, ts, origin, local (that replica's member count after it), and the
   member's ``user`` and ``name`` when known;
 - ``count``: room, origin, local: a replica's heartbeat. Never forwarded as such; clients get
-  ``members`` when the room's total changes.
+  ``members`` when the room's total changes;
+- ``diff``: room, origin, local, and the members that joined and left on that replica since its last
+  diff (``joined``/``left`` lists of {member, user, name}, absent when there were too many to list): a
+  replica's joins and leaves in a room above ``PRESENCE_EVENTS_MAX_MEMBERS``, one per
+  ``PRESENCE_DIFF_INTERVAL`` (``docs/explanation/presence.md``). Clients get them merged in ``members``.
 Presence events carry no ``seq``: clients resume on message seqs only.
 """
 
@@ -25,6 +29,7 @@ MESSAGE = "message"
 JOIN = "join"
 LEAVE = "leave"
 COUNT = "count"
+DIFF = "diff"
 WELCOME = "welcome"
 MEMBERS = "members"
 ACK = "ack"
@@ -93,7 +98,7 @@ def count(room: str, origin: str, local: int) -> bytes:
 def decode(payload: bytes) -> dict[str, Any]:
     """A presence event as a dict; ValueError for anything that is not one of ours."""
     event = json.loads(payload)
-    if not isinstance(event, dict) or event.get("type") not in (JOIN, LEAVE, COUNT):
+    if not isinstance(event, dict) or event.get("type") not in (JOIN, LEAVE, COUNT, DIFF):
         raise ValueError("not a rooms presence event")
     if not isinstance(event.get("origin"), str):
         raise ValueError("rooms event without origin")
@@ -114,8 +119,20 @@ def for_client(event: dict[str, Any], total: int) -> str:
     return json.dumps(shown, separators=(",", ":"), ensure_ascii=False)
 
 
-def members(room: str, total: int) -> str:
-    return json.dumps({"type": MEMBERS, "room": room, "count": total}, separators=(",", ":"))
+def diff(room: str, origin: str, local: int, lists: tuple[list[Any], list[Any]] | None) -> bytes:
+    event: dict[str, Any] = {"type": DIFF, "room": room, "origin": origin, "local": local}
+    if lists is not None:
+        event["joined"], event["left"] = lists
+    return encode(event)
+
+
+def members(room: str, total: int, lists: tuple[list[Any], list[Any]] | None = None) -> str:
+    """The room's total; with ``lists``, the members that joined and left since the last ``members``
+    (a room above ``PRESENCE_EVENTS_MAX_MEMBERS``); without, the count alone."""
+    event: dict[str, Any] = {"type": MEMBERS, "room": room, "count": total}
+    if lists is not None:
+        event["joined"], event["left"] = lists
+    return json.dumps(event, separators=(",", ":"), ensure_ascii=False)
 
 
 def welcome(

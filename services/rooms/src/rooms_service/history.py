@@ -14,6 +14,7 @@ catch-up of a joining member (``backlog``) and the publish API's history (``read
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from realtime import metrics
 from realtime.backoff import Backoff
@@ -53,6 +54,9 @@ class History:
         self.published = metrics.tally(
             metrics.MESSAGES_PUBLISHED, settings.metrics, service=settings.service_name
         )
+        # Reads in flight, shared by every caller asking the same (a reconnect storm: a room's members
+        # resume from the same seq, and one read serves them all). Nothing is kept once it is answered.
+        self._reading: dict[tuple[object, ...], asyncio.Future[Any]] = {}
 
     @property
     def ready(self) -> bool:
@@ -115,7 +119,17 @@ class History:
     # --- reading --------------------------------------------------------------------------------
     async def after(self, subject: str, seq: int, limit: int | None = None) -> list[Stored]:
         """Up to ``limit`` (ROOM_HISTORY_SIZE) messages stored on ``subject`` after ``seq``, oldest first."""
-        return await self._bus.stored_after(self.stream, subject, seq, limit or self._size)
+        limit = limit or self._size
+        return await self._shared(("after", subject, seq, limit), self._bus.stored_after, subject, seq, limit)
+
+    async def _shared(self, key: tuple[object, ...], read: Callable[..., Awaitable[Any]], *args: Any) -> Any:
+        """``await read(stream, *args)``, or the same read already in flight (the result is shared: its
+        callers only read it)."""
+        pending = self._reading.get(key)
+        if pending is None:
+            pending = self._reading[key] = asyncio.ensure_future(read(self.stream, *args))
+            pending.add_done_callback(lambda _: self._reading.pop(key, None))
+        return await asyncio.shield(pending)
 
     async def last(self, subject: str) -> int:
         """The newest seq stored on ``subject`` (0: none)."""
@@ -135,7 +149,7 @@ class History:
                     backlog = await self.after(subject, 0, size)
                     recovered = len(backlog) < size
                 else:  # its last message is still stored, so is everything after it
-                    found = await self._bus.stored_at(self.stream, resume.since)
+                    found = await self._shared(("at", resume.since), self._bus.stored_at, resume.since)
                     if found is not None and found.subject == subject:
                         recovered = True
                         backlog = await self.after(subject, resume.since, size)

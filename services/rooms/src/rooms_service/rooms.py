@@ -13,9 +13,10 @@ message through the parts.
 """
 
 import asyncio
+import contextlib
 import logging
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from realtime.bus import Bus, StoreAck, Stored
 from realtime.close_codes import CloseCode
@@ -43,8 +44,9 @@ class Rooms:
     """Every room with local members on this replica. The API the routes build on:
 
     - ``await join(membership, resume, accept=None)``: admit the membership (its room opened here if it
-      was not, the replica's subscription live at the server, the join announced and heard back, the
-      other replicas' counts known), then ``await accept()`` if given (``/ws/{room}`` completes its
+      was not, the replica's subscription confirmed live at the server once, the join announced (on
+      its own in a small room, in the next presence diff in a big one), the other replicas' counts
+      known when it opened the room), then ``await accept()`` if given (``/ws/{room}`` completes its
       handshake here: the client hears the room from that moment), then the welcome (JSON members),
       the catch-up asked for by ``resume``, and the live stream. Raises ``NotAdmitted`` when it could
       not be admitted; any later error is raised as is, with the membership still joined (``leave``).
@@ -63,7 +65,9 @@ class Rooms:
     def __init__(self, bus: Bus, settings: RoomsSettings) -> None:
         self.origin = settings.instance_id
         self._rooms: dict[str, Room] = {}
-        self._lock = asyncio.Lock()  # joins and leaves; the message path never takes it
+        # One lock per room for its joins and leaves (a room's opening round trips hold up only its own
+        # joins, never another room's); the message path never takes it. Room id -> (lock, users).
+        self._locks: dict[str, tuple[asyncio.Lock, list[int]]] = {}
         self._prefix = settings.subject_prefix
         self._history = History(bus, settings)
         self._presence = Roster(bus, settings, local_count=self._local_count, tell=self._tell)
@@ -100,31 +104,43 @@ class Rooms:
         accept: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         try:
-            room, echo, opened = await self._admit(member)
+            room, opened = await self._admit(member)
         except Exception as exc:
             raise NotAdmitted(type(exc).__name__) from exc
-        await self._presence.confirmed(member, echo)
+        await self._presence.confirmed(member)
         if opened:
             await self.census.query(room.id)
         if accept is not None:
             await accept()
         await self._welcome(room, member, resume)
 
-    async def _admit(self, member: Membership) -> tuple[Room, "asyncio.Future[None]", bool]:
+    @contextlib.asynccontextmanager
+    async def _locked(self, room_id: str) -> AsyncIterator[None]:
+        lock, users = self._locks.setdefault(room_id, (asyncio.Lock(), [0]))
+        users[0] += 1
+        try:
+            async with lock:
+                yield
+        finally:
+            users[0] -= 1
+            if not users[0]:
+                del self._locks[room_id]
+
+    async def _admit(self, member: Membership) -> tuple[Room, bool]:
         if self._history.epoch is None:
             raise HistoryUnavailable("the room history is not available yet")
-        async with self._lock:
+        async with self._locked(member.room_id):
             room = self._rooms.get(member.room_id)
             opened = room is None
             if room is None:
                 room = await self._open(member.room_id)
             room.add(member)
             try:
-                echo = await self._presence.announce_join(member)
+                await self._presence.announce_join(member)
             except Exception:
                 await self._drop(room, member)
                 raise
-        return room, echo, opened
+        return room, opened
 
     async def _open(self, room_id: str) -> Room:
         self._presence.open(room_id, room_subject(self._prefix, room_id))
@@ -159,15 +175,19 @@ class Rooms:
         await self._delivery.catch_up(room, member, backlog)
 
     async def leave(self, member: Membership) -> None:
-        async with self._lock:
+        async with self._locked(member.room_id):
             room = self._rooms.get(member.room_id)
             if room is None or room.members.get(member.id) is not member:
                 return
+            room.remove(member)  # out of its hub first: a member does not hear its own leave
             await self._presence.announce_leave(member)
-            await self._drop(room, member)
+            await self._close_if_empty(room)
 
     async def _drop(self, room: Room, member: Membership) -> None:
         room.remove(member)
+        await self._close_if_empty(room)
+
+    async def _close_if_empty(self, room: Room) -> None:
         if not room.members and self._rooms.get(room.id) is room:
             del self._rooms[room.id]
             self._presence.close(room.id)
@@ -216,8 +236,7 @@ class Rooms:
         await self._presence.heartbeat(self._check_all)
 
     async def _history_lost(self) -> None:
-        async with self._lock:
-            rooms = list(self._rooms.values())
+        rooms = list(self._rooms.values())
         for room in rooms:
             room.delivered = 0
             for member in list(room.members.values()):
@@ -237,8 +256,7 @@ class Rooms:
             room.json_hub.broadcast(frame)
 
     async def close(self) -> None:
-        async with self._lock:
-            rooms, self._rooms = list(self._rooms.values()), {}
+        rooms, self._rooms = list(self._rooms.values()), {}
         for room in rooms:
             self._presence.close(room.id)
             await self._delivery.close(room)

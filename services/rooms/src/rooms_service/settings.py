@@ -106,6 +106,30 @@ class RoomsSettings(ServiceSettings):
     # Seconds a join waits for the other replicas' member counts before it greets with what it has.
     presence_query_timeout: float = Field(default=0.5, gt=0, le=5)
     """Seconds a join into a room new on its replica waits for the other replicas' counts."""
+    room_joins_in_flight: int = Field(default=200, ge=1)
+    """The most joins this replica works on at once (admission, welcome, catch-up); the others wait for
+    their turn.
+    """
+    room_join_wait: float = Field(default=2.5, gt=0)
+    """Seconds a join may wait for its turn, counted from when the gateway sent it (`X-Request-Start`),
+    before it is refused with 1013 `server busy` (clients back off and come back). With a join's own
+    bounded work (at most 2 s for its room's bus confirmation, PRESENCE_QUERY_TIMEOUT for the census) it
+    stays within the gateway's UPSTREAM_HANDSHAKE_TIMEOUT (5 s), so the client gets the replica's answer,
+    not the gateway's timeout.
+    """
+    presence_events_max_members: int = Field(default=100, ge=0)
+    """The most members (across all replicas) a room may have for its members to get one `join` or `leave`
+    event per member; above it they get a `members` event per PRESENCE_DIFF_INTERVAL instead (the count,
+    who joined and who left), so a join costs the same in a room of 10 or of 10 000.
+    """
+    presence_diff_interval: float = Field(default=1.0, gt=0, le=60)
+    """Seconds between two `members` events of a room above PRESENCE_EVENTS_MAX_MEMBERS (sent only when
+    something changed); also how often each replica announces its joins and leaves there, as one diff.
+    """
+    presence_diff_max_listed: int = Field(default=100, ge=0)
+    """The most members one `members` event lists as joined (and as left); when more joined or left in one
+    interval, the event carries the room's count only.
+    """
 
     # The room history (a JetStream stream, file storage): messages kept per room, and for how long.
     room_history_size: int = Field(default=1000, ge=1)
