@@ -66,6 +66,7 @@ def create_app(settings: RoomsSettings | None = None) -> FastAPI:
             asyncio.create_task(rooms.keep_history(), name="room history"),
             asyncio.create_task(rooms.census.run(), name="presence census"),
             asyncio.create_task(rooms.heartbeat(), name="presence heartbeat"),
+            asyncio.create_task(rooms.events.run(), name="room events"),
             asyncio.create_task(apply_others(bus, results, origin, guard), name="shared throttle"),
         ]
         app.state.readiness["history"] = lambda: rooms.history_ready

@@ -163,6 +163,11 @@ class NatsBus(Bus):
             raise BusUnavailable("NATS is not connected")
         return nc.jetstream(timeout=self._connect_timeout)
 
+    def jetstream(self) -> JetStreamContext:
+        """The current connection's JetStream context, for what this interface does not cover (key-value
+        buckets, durable consumers: the rooms' events); raises ``BusUnavailable`` while not connected."""
+        return self._js()
+
     async def ensure_stream(self, spec: StreamSpec) -> str:
         config = api.StreamConfig(
             name=spec.name,
