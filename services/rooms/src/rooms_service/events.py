@@ -96,6 +96,7 @@ class Recorder:
         self._started = time.monotonic()
         self.ready = asyncio.Event()
         self.failures = 0
+        self.epoch = ""
         self._local: set[str] = set()  # members joined through this process (not yet left)
 
     # --- what the engine calls (never waits) ----------------------------------------------------
@@ -162,7 +163,7 @@ class Recorder:
                     await self._ensure()
 
     async def _ensure(self) -> None:
-        await self._bus.ensure_stream(self.spec)
+        self.epoch = await self._bus.ensure_stream(self.spec)  # names the stream's life (webhook ids)
         await self._bus.ensure_stream(self.members_spec)
         js = self._bus.jetstream()  # type: ignore[attr-defined]
         from nats.js.api import KeyValueConfig, StorageType
