@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 import nats
 import pytest
 from devstack.stack import Stack
+from nats.js.api import AckPolicy, ConsumerConfig
 from rooms_service.signing import new_secret
 
 from tests.conftest import make_stack, recv, ws
@@ -45,15 +46,17 @@ async def stored(nats_url: str) -> list[dict]:
     try:
         js = nc.jetstream()
         name = f"check-{secrets.token_hex(4)}"
-        sub = await js.pull_subscribe("rooms.events.*", durable=name, stream="ROOM_EVENTS")
+        unacked = ConsumerConfig(ack_policy=AckPolicy.NONE)
+        sub = await js.pull_subscribe("rooms.events.*", durable=name, stream="ROOM_EVENTS", config=unacked)
         events: list[dict] = []
         while True:
             try:
                 batch = await sub.fetch(500, timeout=0.5)
             except TimeoutError:
                 break
+            if not batch:
+                break
             events += [json.loads(m.data) for m in batch]
-            await batch[-1].ack()
             if batch[-1].metadata.num_pending == 0:
                 break
         await js.delete_consumer("ROOM_EVENTS", name)
@@ -75,7 +78,8 @@ async def converged(stack: Stack, receiver: Receiver, deadline: float) -> tuple[
         events = await stored(stack.bus_url)
         if {e["id"] for e in events} == {e["id"] for e in receiver.events} or time.monotonic() > deadline:
             return events, receiver.events
-        await asyncio.sleep(0.5)
+        print(f"stored {len(events)}, received {len(receiver.events)}")
+        await asyncio.sleep(1.0)
 
 
 def by_room(events: list[dict]) -> dict[str, list[str]]:
@@ -121,6 +125,7 @@ async def traffic(stack: Stack, stop: float, rooms: list[str]) -> int:
                     await conn.send(json.dumps({"text": "hi", "id": secrets.token_hex(4)}))
                     await until(conn, "ack")
                     done += 1
+                await asyncio.sleep(0.3)  # a few sessions a second per member: a chat, not a flood
             except Exception:  # the fault: a broken connection or a 1013; the member comes back
                 await asyncio.sleep(0.2)
 
@@ -158,6 +163,7 @@ async def nothing(stack: Stack) -> None:
 FAULTS = ["receiver-down", "replica-sigkill", "nats-sigkill-restart", "receiver-500-every-third"]
 
 
+@pytest.mark.timeout(150)  # a stack of 2 replicas, traffic across the fault, then every event delivered
 @pytest.mark.parametrize("fault", FAULTS)
 async def test_every_recorded_event_reaches_the_receiver_once_in_order(fault: str) -> None:
     rooms = [f"wf-{secrets.token_hex(3)}-{i}" for i in range(3)]
@@ -173,8 +179,13 @@ async def test_every_recorded_event_reaches_the_receiver_once_in_order(fault: st
             sending = asyncio.create_task(traffic(stack, stop, rooms))
             await asyncio.sleep(2.0)  # mid-traffic, with deliveries under way
             await actions[fault](stack)
+            print(f"fault {fault} done")
             sent = await sending
-            events, received = await converged(stack, receiver, time.monotonic() + 60)
+            print(f"traffic done: {sent}")
+            started = time.monotonic()
+            events, received = await converged(stack, receiver, started + 60)
+            took = time.monotonic() - started
+            print(f"converged in {took:.1f}s; {receiver.calls} calls, {receiver.repeats} repeats")
     assert sent > 10
     assert receiver.bad_signatures == 0
     ours = [e for e in events if e["room"] in rooms]
