@@ -11,9 +11,9 @@ types are passed over), POSTed as ``{"events": [...]}`` with the Standard Webhoo
 acknowledging all before it); anything else, a timeout or a refused connection is retried with
 exponential backoff capped at ``EVENTS_WEBHOOK_RETRY_LIMIT``, for as long as the events are kept, with the
 same ``webhook-id``: the id names the batch's range in the stream (``<epoch>-<first seq>-<last seq>``),
-and that range is written to the bucket before the first attempt, so a replica taking over a batch a
-dead one was sending sends the very same batch. An app that drops a ``webhook-id`` it has already
-handled therefore gets every event exactly once.
+and that range is written to the ``<events stream>_WEBHOOK_BATCH`` bucket before the first attempt,
+so a replica taking over a batch a dead one was sending sends the very same batch. An app that drops
+a ``webhook-id`` it has already handled therefore gets every event exactly once.
 
 The URL and the secret appear in no log line and no metric label (errors are logged by type only).
 """
@@ -55,6 +55,10 @@ class LeaseLost(RuntimeError):
     """Another replica delivers now."""
 
 
+class NotYet(RuntimeError):
+    """A batch must wait for an earlier one to be redelivered."""
+
+
 class Webhooks:
     """The delivery loop of one replica (``run()``); it delivers only while it holds the lease."""
 
@@ -82,6 +86,7 @@ class Webhooks:
         self._pending = metrics.child(metrics.WEBHOOK_PENDING, on, service=service)
         self._failures = 0
         self._kv: Any = None
+        self._batches: Any = None
         self._revision: int | None = None  # of the lease, while this replica holds it
 
     def __repr__(self) -> str:  # never the URL or the secret
@@ -109,14 +114,8 @@ class Webhooks:
 
     async def _setup(self) -> Any:
         js = self._js()
-        try:
-            self._kv = await js.key_value(self.bucket)
-        except Exception:
-            config = api.KeyValueConfig(
-                bucket=self.bucket, history=1, ttl=self._lease_ttl, storage=api.StorageType.FILE,
-                replicas=self._replicas,
-            )  # fmt: skip
-            self._kv = await js.create_key_value(config)
+        self._kv = await self._bucket(self.bucket, self._lease_ttl)  # the lease: gone if not kept
+        self._batches = await self._bucket(f"{self.bucket}_BATCH", 0)  # the batch being sent: kept
         config = api.ConsumerConfig(
             durable_name=self.consumer,
             ack_policy=api.AckPolicy.ALL,
@@ -129,6 +128,16 @@ class Webhooks:
         with contextlib.suppress(Exception):  # made by another replica already: same config
             await js.add_consumer(self._recorder.stream, config)
         return await js.pull_subscribe_bind(durable=self.consumer, stream=self._recorder.stream)
+
+    async def _bucket(self, name: str, ttl: float) -> Any:
+        js = self._js()
+        try:
+            return await js.key_value(name)
+        except Exception:
+            config = api.KeyValueConfig(
+                bucket=name, history=1, ttl=ttl, storage=api.StorageType.FILE, replicas=self._replicas
+            )
+            return await js.create_key_value(config)
 
     async def _hold_lease(self) -> bool:
         """Take the lease if it is free, or keep it if held; False: another replica holds it."""
@@ -156,7 +165,10 @@ class Webhooks:
                 self._lag.set(0)
                 self._pending.set(0)
                 continue
-            await self._deliver(client, sub, messages)
+            try:
+                await self._deliver(client, sub, messages)
+            except NotYet:
+                await asyncio.sleep(self._ack_wait / 4)
 
     # --- one batch ------------------------------------------------------------------------------
     async def _deliver(self, client: httpx.AsyncClient, sub: Any, messages: list[Any]) -> None:
@@ -181,7 +193,7 @@ class Webhooks:
         fetch's, recorded now. Returns the messages of the range and its ``webhook-id``."""
         first = messages[0].metadata.sequence.stream
         try:
-            recorded = json.loads((await self._kv.get(BATCH_KEY)).value or b"{}")
+            recorded = json.loads((await self._batches.get(BATCH_KEY)).value or b"{}")
         except KeyNotFoundError:
             recorded = {}
         if recorded.get("first") == first and recorded.get("epoch") == self._recorder.epoch:
@@ -194,9 +206,17 @@ class Webhooks:
             for message in beyond:  # for the next batch, at once
                 await message.nak()
         else:
+            if recorded.get("epoch") == self._recorder.epoch and first > int(recorded.get("last", 0)):
+                info = await self._js().consumer_info(self._recorder.stream, self.consumer)
+                if info.ack_floor.stream_seq < int(recorded["last"]):
+                    # the batch another replica was sending is still pending: it goes first, once it
+                    # is redelivered (its ack wait runs out); these come back after it
+                    for message in messages:
+                        await message.nak()
+                    raise NotYet("the previous batch is not redelivered yet")
             last = messages[-1].metadata.sequence.stream
             record = {"epoch": self._recorder.epoch, "first": first, "last": last}
-            await self._kv.put(BATCH_KEY, json.dumps(record).encode())
+            await self._batches.put(BATCH_KEY, json.dumps(record).encode())
         return messages, f"{self._recorder.epoch}-{first}-{last}"
 
     async def _keep(self, messages: list[Any]) -> None:
