@@ -88,6 +88,7 @@ class Webhooks:
         self._kv: Any = None
         self._batches: Any = None
         self._revision: int | None = None  # of the lease, while this replica holds it
+        self._done_through: int | None = None  # the last seq this replica acked under its lease
 
     def __repr__(self) -> str:  # never the URL or the secret
         return f"Webhooks(types={sorted(self._types)}, batch={self._batch})"
@@ -103,7 +104,7 @@ class Webhooks:
                     backoff.reset()
                     await self._lead(client, sub)
                 except Exception as exc:  # NATS away or restarting: set up again
-                    self._revision = None
+                    self._revision = self._done_through = None
                     self._failures += 1
                     if worth_logging(self._failures):
                         logger.info("webhooks: waiting for NATS (%s)", type(exc).__name__)
@@ -151,7 +152,7 @@ class Webhooks:
         except Exception:
             if self._revision is not None:
                 logger.info("webhooks: another replica delivers now")
-            self._revision = None
+            self._revision = self._done_through = None
             return False
 
     async def _lead(self, client: httpx.AsyncClient, sub: Any) -> None:
@@ -182,6 +183,7 @@ class Webhooks:
                 body = json.dumps({"events": events}, separators=(",", ":"), ensure_ascii=False).encode()
                 await self._post(client, body, webhook_id, events[0].get("ts", time.time()))
             await messages[-1].ack_sync()  # AckPolicy.ALL: the whole batch
+            self._done_through = messages[-1].metadata.sequence.stream
             self._delivered.inc(len(events))
         finally:
             keepalive.cancel()
@@ -192,10 +194,10 @@ class Webhooks:
         """The batch's range: the one recorded for it, if a replica was sending it before, or this
         fetch's, recorded now. Returns the messages of the range and its ``webhook-id``."""
         first = messages[0].metadata.sequence.stream
-        try:
-            recorded = json.loads((await self._batches.get(BATCH_KEY)).value or b"{}")
-        except KeyNotFoundError:
-            recorded = {}
+        recorded: dict[str, Any] = {}
+        if self._done_through is None or first <= self._done_through:  # else: the next of this lease's
+            with contextlib.suppress(KeyNotFoundError):
+                recorded = json.loads((await self._batches.get(BATCH_KEY)).value or b"{}")
         if recorded.get("first") == first and recorded.get("epoch") == self._recorder.epoch:
             last = int(recorded["last"])
             while messages[-1].metadata.sequence.stream < last:  # redelivered in parts: the rest
