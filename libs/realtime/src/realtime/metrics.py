@@ -116,6 +116,26 @@ FANOUT = Histogram(
     buckets=LATENCY_BUCKETS,
 )
 
+# --- room events' webhooks (rooms; the app's URL and secret are never a label) -------------------------
+WEBHOOK_REQUESTS = Counter(
+    "realtime_webhook_requests",
+    "webhook requests sent, by outcome: ok (2xx), status (another answer), error (timeout, refused)",
+    ["service", "outcome"],
+)
+WEBHOOK_EVENTS = Counter("realtime_webhook_events", "room events delivered to the webhook (2xx)", ["service"])
+WEBHOOK_LAG = Gauge(
+    "realtime_webhook_lag_seconds",
+    "age of the oldest event of the batch being delivered (0: nothing waiting)",
+    ["service"],
+    multiprocess_mode="livemax",
+)
+WEBHOOK_PENDING = Gauge(
+    "realtime_webhook_pending",
+    "room events recorded and not yet delivered to the webhook (the shared consumer's backlog)",
+    ["service"],
+    multiprocess_mode="livemax",
+)
+
 # --- the pulse (every instance samples; stats builds and relays) -------------------------------------
 PULSE_SAMPLES_PUBLISHED = Counter(
     "realtime_pulse_samples_published", "pulse samples this instance published", ["service"]

@@ -34,8 +34,10 @@ from rooms_service.membership import Membership, Resume
 from rooms_service.room_ids import InvalidRoomId, validate_room_id
 from rooms_service.rooms import NotAdmitted, Rooms
 from rooms_service.settings import RoomsSettings
+from rooms_service.signing import Signer
 from rooms_service.throttle_sync import announcer, apply_others, results_subject
 from rooms_service.tokens import Identity, TokenVerifier, display_name
+from rooms_service.webhooks import Webhooks, event_types
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +58,9 @@ def create_app(settings: RoomsSettings | None = None) -> FastAPI:
         leeway=settings.token_leeway,
     )
     guard = PasswordGuard(passwords, throttle, tokens=tokens)  # a malformed hash fails here, at start
+    if settings.events_webhook_url:  # unknown event types or a malformed secret fail here, at start
+        event_types(settings.events_webhook_types)
+        Signer(settings.events_webhook_secret.get_secret_value() if settings.events_webhook_secret else None)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -68,8 +73,11 @@ def create_app(settings: RoomsSettings | None = None) -> FastAPI:
             asyncio.create_task(rooms.keep_history(), name="room history"),
             asyncio.create_task(rooms.census.run(), name="presence census"),
             asyncio.create_task(rooms.heartbeat(), name="presence heartbeat"),
+            asyncio.create_task(rooms.events.run(), name="room events"),
             asyncio.create_task(apply_others(bus, results, origin, guard), name="shared throttle"),
         ]
+        if settings.events_webhook_url:  # events.py, webhooks.py: the app's webhook
+            tasks.append(asyncio.create_task(Webhooks(rooms.events, settings).run(), name="webhooks"))
         app.state.readiness["history"] = lambda: rooms.history_ready
         try:
             yield

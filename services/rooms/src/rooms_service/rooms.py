@@ -24,6 +24,7 @@ from realtime.frames import text_frame
 
 from rooms_service import envelopes
 from rooms_service.delivery import Delivery, Room
+from rooms_service.events import Recorder
 from rooms_service.history import History, HistoryUnavailable
 from rooms_service.membership import Membership, Resume
 from rooms_service.presence import Roster
@@ -73,6 +74,7 @@ class Rooms:
         self._presence = Roster(bus, settings, local_count=self._local_count, tell=self._tell)
         self._delivery = Delivery(bus, settings, self._history, self._presence.heard)
         self.census = self._presence.census
+        self.events = Recorder(bus, settings, self.census.peers)  # events.py: the app's room events
 
     # --- what the routes and probes read ------------------------------------------------------
     @property
@@ -107,6 +109,7 @@ class Rooms:
             room, opened = await self._admit(member)
         except Exception as exc:
             raise NotAdmitted(type(exc).__name__) from exc
+        self.events.joined(member)
         await self._presence.confirmed(member)
         if opened:
             await self.census.query(room.id)
@@ -181,6 +184,7 @@ class Rooms:
                 return
             room.remove(member)  # out of its hub first: a member does not hear its own leave
             await self._presence.announce_leave(member)
+            self.events.left(member)
             await self._close_if_empty(room)
 
     async def _drop(self, room: Room, member: Membership) -> None:
@@ -212,7 +216,11 @@ class Rooms:
         )
         room = self._rooms.get(room_id)
         subject = room.stored_subject if room is not None else self._history.subject(room_id)
-        return await self._history.store(subject, payload, key)
+        stored = await self._history.store(subject, payload, key)
+        if not stored.duplicate:
+            who = (member.user, member.name)
+            self.events.message(room_id, self.epoch or "", stored.seq, text, member.id, msg_id, *who)
+        return stored
 
     async def publish(
         self, room_id: str, text: str, msg_id: str | None = None, *, name: str | None = None
@@ -221,7 +229,10 @@ class Rooms:
         have open; stored exactly like a member's, with the key ``<room>/api/<id>`` (or a random one)."""
         key = f"{room_id}/api/{msg_id}" if msg_id is not None else f"{room_id}/api/~{secrets.token_hex(12)}"
         payload = envelopes.message(room_id, API_SENDER, text, self.origin, msg_id, name=name)
-        return await self._history.store(self._history.subject(room_id), payload, key)
+        stored = await self._history.store(self._history.subject(room_id), payload, key)
+        if not stored.duplicate:
+            self.events.message(room_id, self.epoch or "", stored.seq, text, API_SENDER, msg_id, None, name)
+        return stored
 
     async def history(self, room_id: str, after: int, limit: int) -> tuple[int, list[Stored]]:
         return await self._history.read(room_id, after, limit)

@@ -179,6 +179,30 @@ class RoomsSettings(ServiceSettings):
         "that reconnects can rejoin every room it had in one go.",
     )
 
+    # Room events (events.py) on their own stream, and webhooks delivering them (webhooks.py).
+    events_stream_name: str = "ROOM_EVENTS"
+    """The JetStream stream of room events (`joined`, `left`, `occupied`, `vacated`, `message`), subjects
+    `<prefix>.events.<room_id>`; needs a NATS bus (with `memory://` no events are recorded).
+    """
+    events_retention: float = Field(default=86_400.0, gt=0)
+    """Seconds an event is kept in the events stream (JetStream `max_age`): how far an app can replay, and
+    how long an undelivered webhook is retried.
+    """
+    events_webhook_url: str | None = None
+    """When set, events are POSTed there in signed batches (Standard Webhooks) from one durable consumer
+    shared by all replicas; never logged.
+    """
+    events_webhook_types: str = "occupied,vacated,joined,left"
+    """Comma-separated event types the webhook gets (`message` is opt-in)."""
+    events_webhook_batch: int = Field(default=100, ge=1, le=1000)
+    """Most events in one webhook request."""
+    events_webhook_secret: SecretStr | None = None
+    """Key signing the webhook requests: `whsec_` + base64 of 24 to 64 bytes; unset: unsigned."""
+    events_webhook_timeout: float = Field(default=10.0, gt=0)
+    """Seconds a webhook request may take before it counts as failed (and is retried)."""
+    events_webhook_retry_limit: float = Field(default=60.0, gt=0)
+    """Longest pause, in seconds, between retries of a failing webhook request (exponential backoff)."""
+
     @field_validator("subject_prefix")
     @classmethod
     def _plain_prefix(cls, value: str) -> str:

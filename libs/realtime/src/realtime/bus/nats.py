@@ -177,6 +177,11 @@ class NatsBus(Bus):
         # A request to a hung server fails after request_timeout; the store is retried with the same id.
         return nc.jetstream(timeout=self._request_timeout)
 
+    def jetstream(self) -> JetStreamContext:
+        """The current connection's JetStream context, for what this interface does not cover (key-value
+        buckets, durable consumers: the rooms' events); raises ``BusUnavailable`` while not connected."""
+        return self._js()
+
     async def ensure_stream(self, spec: StreamSpec) -> str:
         config = api.StreamConfig(
             name=spec.name,
