@@ -364,6 +364,20 @@ RULES: list[tuple[str, Callable[[Context, Command], None]]] = [
     ),
     (r"^\.venv/bin/python my_room\.py$", skip("the README's one-minute path: test_the_one_minute_path")),
     (r"^\.venv/bin/mkdocs ", skip("builds or serves the site: make docs runs it (part of make test)")),
+    (
+        r"^curl .*http://127\.0\.0\.1:(9\d{3}/|8000/metrics)",
+        skip("the operator endpoints' commands: run against a stack by tests/test_operator_ports.py"),
+    ),
+    (
+        r"^docker compose (config|port)( |$)",
+        skip("needs a container engine (compose.yaml: tests/test_deploy_compose.py)"),
+    ),
+    (r"^docker run ", skip("needs a Docker engine (the images: tests/test_deploy_image_build.py)")),
+    (
+        r"^\(cd bench/node && npm ci|^npm ci --ignore-scripts\)$|^node bench/node/server\.js ",
+        skip("the bench's Node ws row: .venv/bin/python -m bench rooms installs and starts it"),
+    ),
+    (r"^\.venv/bin/python -m devstack$", skip("make run's launcher: tests/test_launcher.py runs it")),
     (r"^\.venv/bin/python tools/docs/hooks\.py ", run_as_written),
 ]
 
