@@ -31,6 +31,7 @@ import tempfile
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -682,11 +683,17 @@ def _end_group(pgid: int, grace: float = 5.0) -> None:
 
 
 def _http_ok(url: str) -> bool:
+    # http.client, not urlopen: a urlopen whose answer times out leaves its socket for the garbage
+    # collector, which under load turned up as an unclosed-socket warning in whatever test ran next.
+    parts = urllib.parse.urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=1.0)
     try:
-        with urllib.request.urlopen(url, timeout=1.0) as response:
-            return response.status == 200
-    except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError):
+        conn.request("GET", parts.path + (f"?{parts.query}" if parts.query else ""))
+        return conn.getresponse().status == 200
+    except (http.client.HTTPException, OSError, ValueError):
         return False  # not up yet, or something else answers on that port
+    finally:
+        conn.close()
 
 
 def _nats_server_binary() -> str:
