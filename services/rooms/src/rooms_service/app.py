@@ -22,11 +22,13 @@ from fastapi import FastAPI, Query, WebSocket
 from realtime import metrics
 from realtime.app import create_service_app
 from realtime.close_codes import CloseCode
+from realtime.frames import text_frame
 from realtime.tasks import cancel_and_wait
 from realtime.transport import frame_writer
 
 from rooms_service import api, envelopes
 from rooms_service.guard import FailureThrottle, PasswordGuard, Verdict
+from rooms_service.hooks import Decision, Hooks
 from rooms_service.limits import TokenBucket
 from rooms_service.membership import Membership, Resume
 from rooms_service.room_ids import InvalidRoomId, validate_room_id
@@ -54,6 +56,7 @@ def create_app(settings: RoomsSettings | None = None) -> FastAPI:
         leeway=settings.token_leeway,
     )
     guard = PasswordGuard(passwords, throttle, tokens=tokens)  # a malformed hash fails here, at start
+    hooks = Hooks(settings)  # a malformed HOOK_SECRET fails here, at start
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -69,6 +72,7 @@ def create_app(settings: RoomsSettings | None = None) -> FastAPI:
             asyncio.create_task(apply_others(bus, results, origin, guard), name="shared throttle"),
         ]
         app.state.readiness["history"] = lambda: rooms.history_ready
+        await hooks.start()
         try:
             yield
         finally:
@@ -76,10 +80,12 @@ def create_app(settings: RoomsSettings | None = None) -> FastAPI:
                 await cancel_and_wait(task)
             guard.announce = None
             await rooms.close()
+            await hooks.close()
 
     app = create_service_app(settings, lifespan=lifespan)
     app.include_router(api.create_router(settings))  # POST/GET /api/rooms/{room_id}/messages
     app.state.guard = guard
+    app.state.hooks = hooks  # join(room, user, name, address, headers) for every kind of join
     on, service = settings.metrics, settings.service_name
     auth_failures = metrics.child(metrics.AUTH_FAILURES, on, service=service)
     auth_throttled = metrics.child(metrics.AUTH_THROTTLED, on, service=service)
@@ -144,8 +150,15 @@ def create_app(settings: RoomsSettings | None = None) -> FastAPI:
             await _refuse(websocket, CloseCode.FORBIDDEN, "forbidden")
             return
         who = (identity.user, identity.name) if identity is not None else (None, shown_name)
+        if hooks.joins:  # the app decides, after the password or token check
+            decision = await hooks.join(room_id, *who, client, websocket.headers)
+            if not decision.allowed:
+                await _refuse(websocket, decision.code, decision.reason)
+                return
+            if decision.user is not None or decision.name is not None:
+                who = (decision.user or who[0], decision.name or who[1])
         await _session(
-            app.state.rooms, settings, websocket, room_id, wire_format == "json", resume, counts, who
+            app.state.rooms, settings, websocket, room_id, wire_format == "json", resume, counts, who, hooks
         )
 
     @app.websocket("/ws/{rest:path}")
@@ -156,7 +169,7 @@ def create_app(settings: RoomsSettings | None = None) -> FastAPI:
     return app
 
 
-async def _refuse(websocket: WebSocket, code: CloseCode, reason: str) -> None:
+async def _refuse(websocket: WebSocket, code: int, reason: str) -> None:
     await websocket.accept()
     await websocket.close(code, reason)
 
@@ -199,6 +212,7 @@ async def _session(
     resume: Resume,
     counts: _RelayMetrics,
     who: tuple[str | None, str | None],
+    hooks: Hooks,
 ) -> None:
     """Join first (the member hears the room from the moment its handshake completes), then accept."""
     writer = frame_writer(websocket)
@@ -217,13 +231,18 @@ async def _session(
             _close(member, CloseCode.TRY_AGAIN_LATER, "messaging unavailable")
             return
         bucket = TokenBucket(settings.message_rate, settings.message_burst)
-        await _relay(rooms, websocket, member, bucket, counts)
+        await _relay(rooms, websocket, member, bucket, counts, hooks)
     finally:
         await rooms.leave(member)
 
 
 async def _relay(
-    rooms: Rooms, websocket: WebSocket, member: Membership, bucket: TokenBucket, counts: _RelayMetrics
+    rooms: Rooms,
+    websocket: WebSocket,
+    member: Membership,
+    bucket: TokenBucket,
+    counts: _RelayMetrics,
+    hooks: Hooks,
 ) -> None:
     """Store what the member says until it leaves or breaks a limit (size is uvicorn's: 1009); a JSON
     member that gave an id is acknowledged with the stored seq once it is stored."""
@@ -248,6 +267,14 @@ async def _relay(
             except ValueError:
                 _close(member, CloseCode.POLICY_VIOLATION, "invalid message id")
                 return
+        if hooks.publishes:  # the app decides before anything is stored
+            decision = await hooks.publish(member.room_id, member.user, member.name, text, msg_id)
+            if not decision.allowed:
+                if not _not_stored(member, msg_id, decision):
+                    return
+                continue
+            if decision.text is not None:
+                text = decision.text
         try:
             await rooms.send(member, text, msg_id)  # stored, then acked when it has an id
         except Exception as exc:  # NATS away for longer than ROOM_STORE_TIMEOUT
@@ -256,6 +283,18 @@ async def _relay(
             return
         if counts.on:
             counts.publish_to_store.observe(time.perf_counter() - started)
+
+
+def _not_stored(member: Membership, msg_id: str | None, decision: Decision) -> bool:
+    """A message the publish hook refused (or could not decide on): a JSON member hears ``error`` and stays;
+    a plain one cannot be told, so a denied message is dropped and a failed hook closes it (1013)."""
+    if member.json:
+        member.send(text_frame(envelopes.error(msg_id, decision.code, decision.reason)))
+        return True
+    if decision.failed:
+        _close(member, CloseCode.TRY_AGAIN_LATER, decision.reason)
+        return False
+    return True
 
 
 def _close(member: Membership, code: CloseCode, reason: str) -> None:

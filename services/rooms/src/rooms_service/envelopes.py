@@ -28,6 +28,7 @@ COUNT = "count"
 WELCOME = "welcome"
 MEMBERS = "members"
 ACK = "ack"
+ERROR = "error"
 
 
 def encode(event: dict[str, Any]) -> bytes:
@@ -137,6 +138,17 @@ def welcome(
 
 def ack(msg_id: str, seq: int) -> str:
     return json.dumps({"type": ACK, "id": msg_id, "seq": seq}, separators=(",", ":"), ensure_ascii=False)
+
+
+def error(msg_id: str | None, code: int, reason: str) -> str:
+    """One frame refused without closing: ``{"type":"error","id":I,"code":C,"reason":R}`` (no ``id``
+    when the frame had none); ``code`` from the close-code table or an app's 4000-4999."""
+    event: dict[str, Any] = {"type": ERROR}
+    if msg_id is not None:
+        event["id"] = msg_id
+    event["code"] = code
+    event["reason"] = reason
+    return json.dumps(event, separators=(",", ":"), ensure_ascii=False)
 
 
 def parse_send(text: str) -> tuple[str, str | None]:
