@@ -4,10 +4,10 @@ import random
 from dataclasses import dataclass, field
 
 # Trying again can help (a deploy, a crash, a drop, overload, a slow-consumer cut-off, NATS away).
-RECONNECT = frozenset({1001, 1005, 1006, 1011, 1012, 1013})
+RECONNECT = frozenset({1001, 1005, 1006, 1011, 1012, 1013, 4002})  # 4002: token expired (a new one)
 # Trying again cannot help: the README's "final" codes. Any code in neither set (1000 from the server,
 # an unknown one) is final too: the server meant to end the session.
-FINAL = frozenset({1008, 1009, 4001, 4003, 4004})
+FINAL = frozenset({1008, 1009, 4001, 4003, 4004, 4010})  # 4010: the app disconnected this user
 INVALID_TOKEN = 4001
 FORBIDDEN = 4003
 ABNORMAL = 1006  # no close frame: the connection dropped

@@ -22,9 +22,10 @@ export const RECONNECT_CODES = new Set([
   1011, // unexpected server error
   1012, // the gateway lost its upstream (a replica restarted)
   1013, // try again later: no upstream, overloaded, or cut off as a slow consumer
+  4002, // token expired: connect again with a fresh token
 ]);
 // Everything else is final: 1000 normal, 1008 policy (rate limit, invalid room id), 1009 too big,
-// 4001 invalid identity token, 4003 wrong password, 4004 no such path.
+// 4001 invalid identity token, 4003 wrong password, 4004 no such path, 4010 disconnected by the server.
 
 export const CLOSE_TEXT = {
   1000: "closed",
@@ -36,8 +37,10 @@ export const CLOSE_TEXT = {
   1012: "service restarted",
   1013: "try again later",
   4001: "invalid token",
+  4002: "token expired",
   4003: "wrong password",
   4004: "no such path",
+  4010: "disconnected by the server",
 };
 
 export const BACKOFF_MIN_MS = 500;

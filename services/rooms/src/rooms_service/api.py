@@ -20,7 +20,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from rooms_service import envelopes
+from rooms_service import envelopes, server_api
 from rooms_service.api_keys import ApiKeys, Verdict
 from rooms_service.guard import FailureThrottle
 from rooms_service.hooks import Hooks
@@ -206,6 +206,8 @@ def create_router(settings: RoomsSettings) -> APIRouter:
         # The stored bytes as members get them, spliced in: never decoded and encoded again.
         return Response(b'%s,"messages":[%s]}' % (head[:-1], messages), media_type="application/json")
 
+    # GET /api/rooms, presence, disconnect, DELETE messages, broadcast: the same keys and refusals
+    server_api.add_routes(router, settings, REFUSALS, room, unavailable, _read_bounded)
     return router
 
 

@@ -26,7 +26,8 @@ from realtime.frames import text_frame
 from realtime.tasks import cancel_and_wait
 from realtime.transport import frame_writer
 
-from rooms_service import api, envelopes
+from rooms_service import api, envelopes, server_api
+from rooms_service.control import Control
 from rooms_service.guard import FailureThrottle, PasswordGuard, Verdict
 from rooms_service.hooks import Decision, Hooks
 from rooms_service.limits import TokenBucket
@@ -65,11 +66,20 @@ def create_app(settings: RoomsSettings | None = None) -> FastAPI:
         app.state.rooms = rooms
         results = results_subject(settings.subject_prefix)
         guard.announce = announcer(bus, results, origin)
+        control = Control(
+            bus,
+            settings.subject_prefix,
+            origin,
+            peers=rooms.census.peers,
+            handlers=server_api.handlers(rooms),
+        )
+        app.state.control = control  # the server API's questions to every replica
         tasks = [
             asyncio.create_task(rooms.keep_history(), name="room history"),
             asyncio.create_task(rooms.census.run(), name="presence census"),
             asyncio.create_task(rooms.heartbeat(), name="presence heartbeat"),
             asyncio.create_task(apply_others(bus, results, origin, guard), name="shared throttle"),
+            asyncio.create_task(control.run(), name="server API"),
         ]
         app.state.readiness["history"] = lambda: rooms.history_ready
         await hooks.start()
