@@ -70,7 +70,7 @@ def test_every_envelope_type_rooms_send_is_described() -> None:
         for name, value in vars(envelopes).items()
         if name.isupper() and isinstance(value, str) and value not in INTERNAL_TYPES
     }
-    assert types == {"message", "join", "leave", "welcome", "members", "ack", "error"}
+    assert types == {"message", "join", "leave", "welcome", "members", "ack", "error", "refreshed"}
     schemas = DOC["components"]["schemas"]
     described = {
         s["properties"]["type"]["const"] for s in schemas.values() if "type" in s.get("properties", {})

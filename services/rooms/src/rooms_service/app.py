@@ -11,6 +11,7 @@ then welcomed and caught up (``since``/``epoch``, ``history``) before it hears t
 
 import asyncio
 import contextlib
+import functools
 import logging
 import secrets
 import time
@@ -36,7 +37,7 @@ from rooms_service.room_ids import InvalidRoomId, validate_room_id
 from rooms_service.rooms import NotAdmitted, Rooms
 from rooms_service.settings import RoomsSettings
 from rooms_service.throttle_sync import announcer, apply_others, results_subject
-from rooms_service.tokens import Identity, TokenVerifier, display_name
+from rooms_service.tokens import Identity, InvalidToken, Lifetime, TokenVerifier, display_name
 
 logger = logging.getLogger(__name__)
 
@@ -168,7 +169,16 @@ def create_app(settings: RoomsSettings | None = None) -> FastAPI:
             if decision.user is not None or decision.name is not None:
                 who = (decision.user or who[0], decision.name or who[1])
         await _session(
-            app.state.rooms, settings, websocket, room_id, wire_format == "json", resume, counts, who, hooks
+            app.state.rooms,
+            settings,
+            websocket,
+            room_id,
+            wire_format == "json",
+            resume,
+            counts,
+            who,
+            hooks,
+            (tokens, identity),
         )
 
     @app.websocket("/ws/{rest:path}")
@@ -223,12 +233,14 @@ async def _session(
     counts: _RelayMetrics,
     who: tuple[str | None, str | None],
     hooks: Hooks,
+    token: tuple[TokenVerifier, Identity | None],
 ) -> None:
     """Join first (the member hears the room from the moment its handshake completes), then accept."""
     writer = frame_writer(websocket)
     if writer is None:
         raise RuntimeError("rooms needs the platform's WebSocket protocol (realtime.transport)")
     member = Membership(secrets.token_hex(6), room_id, writer, json, user=who[0], name=who[1])
+    lifetime: Lifetime | None = None
     try:
         try:
             await rooms.join(member, resume, accept=websocket.accept)
@@ -240,9 +252,15 @@ async def _session(
             logger.warning("room %s: could not welcome (%s)", room_id, type(exc).__name__)
             _close(member, CloseCode.TRY_AGAIN_LATER, "messaging unavailable")
             return
+        verifier, identity = token
+        if identity is not None:  # closed with 4002 at its exp, unless it refreshes first
+            expired = functools.partial(_close, member, CloseCode.TOKEN_EXPIRED, "token expired")
+            lifetime = Lifetime(verifier, identity, room_id, expired, leeway=settings.token_leeway)
         bucket = TokenBucket(settings.message_rate, settings.message_burst)
-        await _relay(rooms, websocket, member, bucket, counts, hooks)
+        await _relay(rooms, websocket, member, bucket, counts, hooks, lifetime)
     finally:
+        if lifetime is not None:
+            lifetime.cancel()
         await rooms.leave(member)
 
 
@@ -253,6 +271,7 @@ async def _relay(
     bucket: TokenBucket,
     counts: _RelayMetrics,
     hooks: Hooks,
+    lifetime: Lifetime | None = None,
 ) -> None:
     """Store what the member says until it leaves or breaks a limit (size is uvicorn's: 1009); a JSON
     member that gave an id is acknowledged with the stored seq once it is stored."""
@@ -272,6 +291,10 @@ async def _relay(
         started = time.perf_counter() if counts.on else 0.0
         msg_id = None
         if member.json:
+            refresh = envelopes.parse_refresh(text)
+            if refresh is not None:
+                _refresh(member, lifetime, refresh)
+                continue
             try:
                 text, msg_id = envelopes.parse_send(text)
             except ValueError:
@@ -293,6 +316,19 @@ async def _relay(
             return
         if counts.on:
             counts.publish_to_store.observe(time.perf_counter() - started)
+
+
+def _refresh(member: Membership, lifetime: Lifetime | None, token: str) -> None:
+    """``{"type":"refresh","token":T}``: a valid token for the same user moves the expiry on
+    (``refreshed`` with the new ``exp``); anything else is an ``error`` 4001 and the old expiry stands."""
+    try:
+        if lifetime is None:
+            raise InvalidToken("NoTokenToRefresh")
+        exp = lifetime.refresh(token)
+    except InvalidToken:
+        member.send(text_frame(envelopes.error(None, CloseCode.INVALID_TOKEN, "invalid token")))
+        return
+    member.send(text_frame(envelopes.refreshed(exp)))
 
 
 def _not_stored(member: Membership, msg_id: str | None, decision: Decision) -> bool:

@@ -29,6 +29,7 @@ WELCOME = "welcome"
 MEMBERS = "members"
 ACK = "ack"
 ERROR = "error"
+REFRESHED = "refreshed"
 
 
 def encode(event: dict[str, Any]) -> bytes:
@@ -149,6 +150,25 @@ def error(msg_id: str | None, code: int, reason: str) -> str:
     event["code"] = code
     event["reason"] = reason
     return json.dumps(event, separators=(",", ":"), ensure_ascii=False)
+
+
+def refreshed(exp: float | None) -> str:
+    return json.dumps({"type": REFRESHED, "exp": exp}, separators=(",", ":"))
+
+
+def parse_refresh(text: str) -> str | None:
+    """The token of a ``{"type":"refresh","token":T}`` frame from a JSON member; None for anything else
+    (cheap for every other frame: only one that mentions "refresh" is parsed)."""
+    if not text.startswith("{") or '"refresh"' not in text:
+        return None
+    try:
+        event = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(event, dict) or event.get("type") != "refresh" or "text" in event:
+        return None
+    token = event.get("token")
+    return token if isinstance(token, str) else ""
 
 
 def parse_send(text: str) -> tuple[str, str | None]:
