@@ -13,17 +13,22 @@ is retried.
 
 Identity: ``token=`` is an identity token (a JWT from the app's own login), given as a string or as a
 callable (plain or async) that returns one; a callable is called before every connection attempt, so a
-reconnect an hour later sends a fresh token, not an expired one. ``name=`` is an unverified display name
+reconnect an hour later sends a fresh token, not an expired one; and while connected, shortly before the
+token's ``exp`` it is asked again and the new token sent as ``refresh``, so the server never closes a
+long-lived member with 4002 ``token expired`` (a plain string cannot be refreshed: 4002, then a
+reconnect with it, which the server refuses). ``name=`` is an unverified display name
 for a member without a token (``?name=``; the server ignores it when a token is given). Messages,
 presence events and the welcome carry the sender's ``user`` (a token's ``sub``) and ``name`` when known.
 """
 
 import asyncio
+import base64
 import contextlib
 import inspect
 import itertools
 import json
 import secrets
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -155,6 +160,9 @@ class Room:
         self._joined = asyncio.Event()
         self._error: Exception | None = None  # a final close (Closed), or what the token callable raised
         self._task: asyncio.Task[None] | None = None
+        self._refresher: asyncio.Task[None] | None = None  # sends a fresh token before exp
+        self._exp: float | None = None  # the current token's exp
+        self.refreshes = 0
 
     # --- the context manager ---------------------------------------------------------------------
     async def __aenter__(self) -> "Room":
@@ -267,6 +275,7 @@ class Room:
             except Exception as exc:  # the app's login said no, or its callable broke: not ours to retry
                 self._fail(exc)
                 return
+            self._exp = _expiry(token)
             code, reason = await self._session(token)
             self.closes.append((code, reason))
             if not should_reconnect(code):
@@ -290,6 +299,9 @@ class Room:
         except ConnectionClosed:
             pass
         finally:
+            if self._refresher is not None:
+                self._refresher.cancel()
+                self._refresher = None
             self._conn = None
             self._joined.clear()
             await conn.close()
@@ -359,9 +371,24 @@ class Room:
         self.backoff.reset()
         self._conn = conn
         self._joined.set()
+        if callable(self.token) and self._exp is not None and self._refresher is None:
+            self._refresher = asyncio.create_task(self._refresh(conn), name=f"refresh-{self.room}")
         for msg_id, (text, _) in list(self._pending.items()):  # what may not have been stored
             await conn.send(_frame(text, msg_id))
             self.resent += 1
+
+    async def _refresh(self, conn: ClientConnection) -> None:
+        """Shortly before the token's exp (a quarter of what is left, at most 30 s), send a fresh one."""
+        while self._exp is not None:
+            left = self._exp - time.time()
+            await asyncio.sleep(max(0.0, left - min(30.0, left / 4)))
+            try:
+                token = await self._token()
+            except Exception:  # the app's login said no: the server closes with 4002 at exp
+                return
+            await conn.send(json.dumps({"type": "refresh", "token": token}))
+            self.refreshes += 1
+            self._exp = _expiry(token)
 
     def _fail(self, error: Exception) -> None:
         self._error = error
@@ -369,6 +396,16 @@ class Room:
             if not future.done():
                 future.set_exception(error)
         self._events.put_nowait(error)
+
+
+def _expiry(token: str | None) -> float | None:
+    """A JWT's ``exp``, read without checking the token (the server checks it; this only says when)."""
+    try:
+        payload = token.split(".")[1]  # type: ignore[union-attr]
+        exp = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))).get("exp")
+    except (AttributeError, IndexError, ValueError):
+        return None
+    return float(exp) if isinstance(exp, int | float) else None
 
 
 def _frame(text: str, msg_id: str) -> str:

@@ -185,6 +185,17 @@ export class Connection {
   }
 }
 
+/** A JWT's exp (Unix seconds), read without checking it (the server checks); null when there is none. */
+export function tokenExpiry(token) {
+  try {
+    const part = token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+    const exp = JSON.parse(atob(part + "=".repeat((4 - (part.length % 4)) % 4))).exp;
+    return typeof exp === "number" ? exp : null;
+  } catch {
+    return null;
+  }
+}
+
 function newId() {
   if (globalThis.crypto && typeof crypto.randomUUID === "function") return crypto.randomUUID();
   return `${Date.now().toString(36)}-${Math.random().toString(36).slice(2)}`;
@@ -250,6 +261,7 @@ export class Room {
     if (typeof this.token !== "function") return this.path();
     const checked = (token) => {
       if (typeof token !== "string") throw new TypeError(`the token function gave ${typeof token}, not a string`);
+      this.currentToken = token; // its exp says when to refresh (after the welcome)
       return this.path(token);
     };
     const token = this.token();
@@ -265,7 +277,29 @@ export class Room {
   }
 
   close() {
+    clearTimeout(this.refreshTimer);
     this.connection.close();
+  }
+
+  /** Shortly before the token's exp (a quarter of what is left, at most 30 s), send a fresh one as
+   * `refresh`, so the server never closes this member with 4002 "token expired". */
+  _refreshLater(token) {
+    clearTimeout(this.refreshTimer);
+    const exp = tokenExpiry(token);
+    if (typeof this.token !== "function" || exp === null) return;
+    const left = exp - Date.now() / 1000;
+    this.refreshTimer = setTimeout(async () => {
+      let fresh;
+      try {
+        fresh = await this.token();
+      } catch {
+        return; // the app's login said no: the server closes with 4002 at exp
+      }
+      if (typeof fresh !== "string") return;
+      this.currentToken = fresh;
+      this.connection.send(JSON.stringify({ type: "refresh", token: fresh }));
+      this._refreshLater(fresh);
+    }, Math.max(0, left - Math.min(30, left / 4)) * 1000);
   }
 
   /** Send a message; resolves with its stored seq (sent again after reconnects until acknowledged). */
@@ -289,7 +323,8 @@ export class Room {
     if (event.type === "welcome") this._welcome(event);
     else if (event.type === "message") this._message(event);
     else if (event.type === "ack") this._ack(event);
-    else this.onPresence(event);
+    else if (event.type === "error") this._refused(event);
+    else if (event.type !== "refreshed") this.onPresence(event);
   }
 
   _welcome(event) {
@@ -302,6 +337,15 @@ export class Room {
     this.selves.add(event.you);
     this.onWelcome(event, { resumed, recovered });
     for (const { payload } of this.pending.values()) this.connection.send(payload);
+    this._refreshLater(this.currentToken);
+  }
+
+  _refused(event) {
+    // The app's publish hook denied a send (or could not decide: 1013): not stored, reject it.
+    const waiting = event.id === undefined ? undefined : this.pending.get(event.id);
+    if (waiting === undefined) return;
+    this.pending.delete(event.id);
+    waiting.reject(Object.assign(new Error(event.reason), { code: event.code }));
   }
 
   _message(event) {
