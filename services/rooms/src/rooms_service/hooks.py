@@ -16,8 +16,9 @@ Anything else (no answer within ``HOOK_TIMEOUT``, a status other than 200, a bod
 those answers) is a failure: ``Decision.failed``, code 1013, unless ``JOIN_HOOK_FAIL_OPEN`` lets a join
 through. One pooled HTTP client per process, at most ``HOOK_CONCURRENCY`` calls at once per hook; a
 call waiting for a slot waits inside its own timeout, so a slow app delays only the members waiting on
-it. Requests are signed (signing.py). Nothing here logs or counts a URL, a room, a user, a header or a
-text: the metrics are labelled by hook and outcome only, and a failure's log line names its kind.
+it (the client: hooks_http.py, a keep-alive pool per hook). Requests are signed (signing.py). Nothing
+here logs or counts a URL, a room, a user, a header or a text: the metrics are labelled by hook and
+outcome only, and a failure's log line names its kind.
 """
 
 import asyncio
@@ -28,11 +29,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
 from realtime import metrics
 from realtime.close_codes import CloseCode
 from realtime.lograte import worth_logging
 
+from rooms_service.hooks_http import HttpError, HttpPool
 from rooms_service.settings import RoomsSettings
 from rooms_service.signing import Signer
 from rooms_service.tokens import MAX_USER_LENGTH, display_name
@@ -77,7 +78,7 @@ class _Hook:
 
     def __init__(self, name: str, url: str, concurrency: int, settings: RoomsSettings) -> None:
         self.name = name
-        self.url = url
+        self.pool = HttpPool(url, concurrency, MAX_ANSWER_BYTES)  # at most one connection per slot
         self.slots = asyncio.Semaphore(concurrency)
         on, service = settings.metrics, settings.service_name
         self.seconds = metrics.child(metrics.HOOK_SECONDS, on, service=service, hook=name)
@@ -109,8 +110,6 @@ class Hooks:
             else None
         )
         self.publish_api = settings.publish_hook_api
-        self._limit = 2 * settings.hook_concurrency
-        self._client: httpx.AsyncClient | None = None
 
     @property
     def joins(self) -> bool:
@@ -121,19 +120,12 @@ class Hooks:
         return self._publish is not None
 
     async def start(self) -> None:
-        if self._join is None and self._publish is None:
-            return
-        self._client = httpx.AsyncClient(
-            timeout=httpx.Timeout(self._timeout),
-            limits=httpx.Limits(max_connections=self._limit, max_keepalive_connections=self._limit),
-            follow_redirects=False,
-            trust_env=False,  # a proxy from the environment would see every cookie the hook forwards
-        )
+        """Nothing to open ahead: each hook's pool connects on its first call."""
 
     async def close(self) -> None:
-        client, self._client = self._client, None
-        if client is not None:
-            await client.aclose()
+        for hook in (self._join, self._publish):
+            if hook is not None:
+                await hook.pool.close()
 
     # --- the two questions --------------------------------------------------------------------
     async def join(
@@ -174,9 +166,6 @@ class Hooks:
 
     # --- one call -----------------------------------------------------------------------------
     async def _call(self, hook: _Hook, body: dict[str, Any]) -> Any:
-        client = self._client
-        if client is None:
-            raise HookFailed("error", "not started")
         payload = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
         started = time.perf_counter()
         try:
@@ -184,20 +173,17 @@ class Hooks:
                 async with hook.slots:
                     headers = self._signer.headers(payload)
                     headers["content-type"] = "application/json"
-                    async with client.stream("POST", hook.url, content=payload, headers=headers) as answer:
-                        if answer.status_code != 200:
-                            raise HookFailed("error", f"status {answer.status_code}")
-                        data = bytearray()
-                        async for chunk in answer.aiter_bytes():
-                            data += chunk
-                            if len(data) > MAX_ANSWER_BYTES:
-                                raise HookFailed("error", "answer too large")
-        except (TimeoutError, httpx.TimeoutException):
+                    status, data = await hook.pool.post(payload, headers)
+        except TimeoutError:
             raise HookFailed("timeout", "no answer in time") from None
-        except httpx.HTTPError as exc:
+        except HttpError as exc:
+            raise HookFailed("error", str(exc)) from None
+        except (OSError, asyncio.IncompleteReadError) as exc:
             raise HookFailed("error", type(exc).__name__) from None
         finally:
             hook.seconds.observe(time.perf_counter() - started)
+        if status != 200:
+            raise HookFailed("error", f"status {status}")
         try:
             return json.loads(data)
         except ValueError:
