@@ -12,6 +12,17 @@ def percentile(values: list[float], p: float) -> float:
 
 
 def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
-    """User plus system CPU seconds each named process has used so far (read from /proc)."""
-    times = {name: psutil.Process(pid).cpu_times() for name, pid in pids.items()}
-    return {name: t.user + t.system for name, t in times.items()}
+    """User plus system CPU seconds each named process has used so far, with its live descendants (the
+    gateway's worker processes), read from /proc."""
+    result = {}
+    for name, pid in pids.items():
+        process = psutil.Process(pid)
+        total = 0.0
+        for one in [process, *process.children(recursive=True)]:
+            try:
+                t = one.cpu_times()
+            except psutil.NoSuchProcess:
+                continue
+            total += t.user + t.system
+        result[name] = total
+    return result

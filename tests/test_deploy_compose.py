@@ -136,3 +136,11 @@ def test_podman_smoke_override_is_valid_compose(tmp_path: Path) -> None:
     services = json.loads(result.stdout)["services"]
     assert all(s["network_mode"] == "host" for s in services.values())
     assert "ports" not in services["gateway"] and services["gateway"]["environment"]["PORT"] == "18000"
+
+
+def test_the_gateway_runs_a_worker_per_core_of_its_container(tmp_path: Path) -> None:
+    """GATEWAY_WORKERS=auto in compose (from .env.example): one worker per core the container may use."""
+    services = compose_model(tmp_path)["services"]
+    assert services["gateway"]["environment"]["GATEWAY_WORKERS"] == "auto"
+    for name in ("echo", "rooms", "stats"):  # the services scale by replicas, one process each
+        assert "GATEWAY_WORKERS" not in services[name]["environment"]

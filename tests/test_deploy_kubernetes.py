@@ -313,3 +313,14 @@ def test_every_pod_meets_the_restricted_pod_security_standard(tmp_path: Path, ov
             assert security["readOnlyRootFilesystem"] is True, (name, c["name"])
             assert not security.get("privileged"), (name, c["name"])
             assert all(p.get("hostPort") is None for p in c.get("ports", [])), (name, c["name"])
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_gateway_runs_a_worker_per_core_of_its_cpu_limit(tmp_path: Path, overlay: str) -> None:
+    """GATEWAY_WORKERS=auto reads the pod's CPU limit (its cgroup quota): a limit must be there, whole
+    cores, so that auto means what the limit says."""
+    gateway = container(by_kind(render(tmp_path, overlay), "Deployment")["gateway"])
+    assert env_values(gateway)["GATEWAY_WORKERS"] == "auto"
+    limit = str(gateway["resources"]["limits"]["cpu"])
+    cores = int(limit[:-1]) / 1000 if limit.endswith("m") else float(limit)
+    assert cores >= 1 and cores == int(cores), limit

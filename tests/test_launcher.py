@@ -8,6 +8,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from gateway.cores import auto_workers
 
 from tests.conftest import DEADLINE, recv, wait_until_async, ws
 from tests.support.launcher import Launcher, alive
@@ -46,6 +47,24 @@ async def test_launcher_serves_echo_and_stops_everything(tmp_path: Path, sig: in
         )
         children = list(launcher.pids().values())
         assert len(children) == 6  # gateway, nats, echo x2, rooms, stats
+        # The default is the fast path: every replica on a Unix socket the gateway connects to, and one
+        # gateway worker per usable core (GATEWAY_WORKERS=auto).
+        assert {p.name for p in logs.glob("*.sock")} == {
+            "echo-1.sock",
+            "echo-2.sock",
+            "rooms-1.sock",
+            "stats-1.sock",
+        }
+        workers = auto_workers()
+        if workers > 1:
+            gateway = psutil.Process(launcher.pids()["gateway"])
+            await wait_until_async(
+                lambda: (
+                    len([c for c in gateway.children() if "spawn_main" in " ".join(c.cmdline())]) == workers
+                ),
+                f"{workers} gateway workers",
+            )
+        assert any("workers auto" in line for line in launcher.lines)
         launcher.process.send_signal(sig)
         assert launcher.process.wait(DEADLINE * 2) == 0
     finally:

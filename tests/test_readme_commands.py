@@ -1,4 +1,5 @@
-"""Every shell command in README.md works as written on a fresh clone (after ``make install``).
+"""Every shell command in README.md and in the documentation site (docs/**/*.md) works as written on a
+fresh clone (after ``make install``).
 
 Commands come from the ``sh`` code blocks (line by line, comments dropped) and from inline code that
 starts like a command (``make ...``, ``.venv/bin/...``, ``kubectl ...``, ``docker ...``, ``bash ...``). Each
@@ -7,22 +8,32 @@ runs in a copy of the tracked files (a fresh clone of this tree) with this check
 ``kubectl kustomize`` for ``kubectl apply -k``, ``compose config`` for ``compose up``, ``--help`` for an
 interactive client). What needs a running stack, a container engine, a cluster or root is skipped by name,
 with the reason, so ``pytest -ra`` lists it. A command no rule knows fails the test: add a rule.
+The tutorial's commands (docs/tutorial/chat-backend.md) run for real, in order, against a stack of their
+own (``test_the_tutorial_runs_as_written``).
 """
 
+import json
 import os
 import re
+import select
 import shlex
 import shutil
 import subprocess
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from realtime.testing import free_port
 
+from tests.conftest import make_stack
 from tests.support.deploy import ROOT, compose_binary, kubectl
 
 README = ROOT / "README.md"
+# Every page of the site with commands in it (the reference pages are generated: they hold none).
+PAGES = [README, *sorted((ROOT / "docs").rglob("*.md"))]
+TUTORIAL = ROOT / "docs/tutorial/chat-backend.md"
 TIMEOUT = 120
 COMMAND_WORDS = ("make", "kubectl", "docker", "bash", "python", "python3", "cd", "cp", "printf")
 ENV_WORD = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
@@ -30,8 +41,9 @@ ENV_WORD = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
 
 @dataclass
 class Command:
-    text: str  # as written in the README
+    text: str  # as written in the README or the page
     setup: list[str] = field(default_factory=list)  # earlier `cd`/`cp` lines of the same block
+    page: Path = README  # where it is written (the first page, when several have it)
 
     @property
     def words(self) -> list[str]:
@@ -52,8 +64,8 @@ class Command:
         return self.words[len(self.env) :]
 
 
-def readme_commands() -> list[Command]:
-    text = README.read_text()
+def page_commands(page: Path) -> list[Command]:
+    text = page.read_text()
     commands: list[Command] = []
     for block in re.findall(r"^```sh\n(.*?)^```", text, flags=re.S | re.M):
         setup: list[str] = []
@@ -62,7 +74,7 @@ def readme_commands() -> list[Command]:
             if not words:
                 continue
             command = shlex.join(words) if "|" not in words and "&&" not in words else line.split(" #")[0]
-            commands.append(Command(command.strip(), list(setup)))
+            commands.append(Command(command.strip(), list(setup), page))
             if words[0] in ("cd", "cp"):
                 setup.append(command)
     prose = re.sub(r"^```.*?^```", "", text, flags=re.S | re.M)
@@ -70,14 +82,23 @@ def readme_commands() -> list[Command]:
         words = span.split()
         first = next((w for w in words if not ENV_WORD.match(w)), "")
         if len(words) > 1 and (first in COMMAND_WORDS or first.startswith((".venv/bin/", "../"))):
-            commands.append(Command(span))
+            commands.append(Command(span, page=page))
+    return commands
+
+
+def all_commands() -> list[Command]:
     unique: dict[str, Command] = {}
-    for command in commands:
-        unique.setdefault(command.text, command)
+    for page in PAGES:
+        for command in page_commands(page):
+            unique.setdefault(command.text, command)
     return list(unique.values())
 
 
-COMMANDS = readme_commands()
+def documented(text: str) -> bool:
+    return any(text in page.read_text() for page in PAGES)
+
+
+COMMANDS = all_commands()
 
 
 @pytest.fixture(scope="module")
@@ -197,7 +218,7 @@ def api_curl(ctx: Context, command: Command) -> None:
     ctx.python(code, {})
     bearer = next(w for w in argv if w.startswith("Authorization: Bearer "))
     key = bearer.removeprefix("Authorization: Bearer ")
-    assert f"PUBLISH_API_KEYS='[\"{key}\"]' make run" in README.read_text(), "the key is not the README's"
+    assert documented(f"PUBLISH_API_KEYS='[\"{key}\"]' make run"), "no `make run` in the docs takes the key"
     pytest.skip("needs a running stack (make run) with PUBLISH_API_KEYS")
 
 
@@ -267,7 +288,7 @@ def websocket_client(ctx: Context, command: Command) -> None:
     )
     ctx.python(code, {})
     if "pass=" in url:  # a guarded room must say what guards it (an open room ignores pass)
-        assert "ROOM_PASSWORDS" in README.read_text().split(command.text, 1)[1][:600]
+        assert "ROOM_PASSWORDS" in command.page.read_text().split(command.text, 1)[1][:600]
 
 
 def pytest_collect_only(ctx: Context, command: Command) -> None:
@@ -324,7 +345,7 @@ RULES: list[tuple[str, Callable[[Context, Command], None]]] = [
     (r"^openssl (genpkey|pkey) ", openssl),
     (r"^\.venv/bin/python -m websockets ", websocket_client),
     (r"^curl .*http://127\.0\.0\.1:8000/api/", api_curl),
-    (r"^\.venv/bin/python -m bench ", skip("a benchmark: minutes of load on every core (make bench)")),
+    (r"^\.venv/bin/python -m bench[ .]", skip("a benchmark: minutes of load on every core (make bench)")),
     (r"^(\.\./)*\.\./\.venv/bin/pytest$|^\.venv/bin/pytest \S+$", pytest_collect_only),
     (r"^docker compose (--profile \S+ )?up", compose_config),
     (r"^docker compose (ps|down)", compose_flags),
@@ -336,6 +357,14 @@ RULES: list[tuple[str, Callable[[Context, Command], None]]] = [
     ),
     (r"^kubectl kustomize$", skip("names the tool, not a command")),
     (r"^bash deploy/smoke/podman-smoke\.sh$", smoke_script),
+    (
+        r"^\.venv/bin/uvicorn --app-dir docs/tutorial |^\.venv/bin/python docs/tutorial/|"
+        r"^curl .*http://127\.0\.0\.1:8080/",
+        skip("the tutorial: run in order against a stack by test_the_tutorial_runs_as_written"),
+    ),
+    (r"^\.venv/bin/python my_room\.py$", skip("the README's one-minute path: test_the_one_minute_path")),
+    (r"^\.venv/bin/mkdocs ", skip("builds or serves the site: make docs runs it (part of make test)")),
+    (r"^\.venv/bin/python tools/docs/hooks\.py ", run_as_written),
 ]
 
 
@@ -376,7 +405,121 @@ def test_readme_command_works_as_written(clone: Path, command: Command) -> None:
         pytest.skip(f"{text}: {skipped.msg}")
 
 
+def test_the_docs_have_commands_too() -> None:
+    pages = {c.page.relative_to(ROOT).as_posix() for c in COMMANDS}
+    assert "docs/tutorial/chat-backend.md" in pages and "docs/howto/publish.md" in pages, pages
+
+
 def test_no_readme_command_uses_a_bare_python() -> None:
     """`python` may be missing or outside the venv: the README names .venv/bin/python."""
     bare = [c.text for c in COMMANDS if re.search(r"(^|\| |&& )python3? ", c.text)]
     assert bare == []
+
+
+# --- the tutorial, run as a reader would ---------------------------------------------------------------
+def tutorial_commands() -> list[str]:
+    """The lines of the tutorial's ``sh`` blocks, but the one that prints a new secret."""
+    blocks = re.findall(r"^```sh\n(.*?)^```", TUTORIAL.read_text(), flags=re.S | re.M)
+    lines = [line.strip() for block in blocks for line in block.splitlines() if line.strip()]
+    return [line for line in lines if not line.startswith(".venv/bin/python -c")]
+
+
+class Reader:
+    """A process started from a tutorial command, whose output is read line by line with a deadline."""
+
+    def __init__(self, command: str, env: dict[str, str]) -> None:
+        self.lines: list[str] = []
+        written = Command(command)  # VAR=value ... program args: no shell between, so stop() ends it
+        self.process = subprocess.Popen(
+            written.argv,
+            cwd=ROOT,
+            env=os.environ | written.env | env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+
+    def wait_for(self, text: str, timeout: float = 30.0) -> str:
+        deadline = time.monotonic() + timeout
+        assert self.process.stdout is not None
+        while time.monotonic() < deadline:
+            if any(text in line for line in self.lines):
+                return next(line for line in self.lines if text in line)
+            ready, _, _ = select.select([self.process.stdout], [], [], 0.2)
+            if ready:
+                line = self.process.stdout.readline()
+                if not line and self.process.poll() is not None:
+                    break
+                self.lines.append(line)
+        raise AssertionError(f"no {text!r} within {timeout} s:\n" + "".join(self.lines))
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+        assert self.process.stdout is not None
+        self.process.stdout.close()
+
+
+def test_the_tutorial_runs_as_written() -> None:
+    """Its commands in order: the platform (as ``make run`` would start it, on free ports), the backend
+    (its port and the gateway's address moved to those), a member, and the announcement with curl."""
+    run, backend, member, announce = tutorial_commands()
+    env = Command(run).env
+    assert Command(run).argv == ["make", "run"] and set(env) == {"TOKEN_SECRET", "PUBLISH_API_KEYS"}
+    port = free_port()
+    with make_stack(**env) as stack:
+        server = Reader(
+            backend.replace("--port 8080", f"--port {port} --host 127.0.0.1"),
+            {"GATEWAY_URL": stack.http_url},
+        )
+        try:
+            server.wait_for("Application startup complete")
+            chat = Reader(
+                f"{member} --backend http://127.0.0.1:{port} --gateway {stack.gateway_url} --count 2", {}
+            )
+            try:
+                assert "Ada L. (ada)" in chat.wait_for("joined support as")
+                assert chat.wait_for("hello from Ada L.").startswith("[1] Ada L.: ")
+                answer = Context(ROOT, ROOT).sh(announce.replace(":8080/", f":{port}/"))
+                assert json.loads(answer) == {"seq": 2}
+                assert chat.wait_for("welcome to support").strip() == "[2] support bot: welcome to support"
+                assert chat.process.wait(30) == 0
+            finally:
+                chat.stop()
+        finally:
+            server.stop()
+
+
+def test_the_one_minute_path() -> None:
+    """README's "Try it in one minute", as a newcomer follows it: the stack as its ``make run`` line starts
+    it (on free ports), the script saved from its python block, the curl publish; the script prints it."""
+    text = README.read_text()
+    section = text.split("## Try it in one minute", 1)[1].split("\n## ", 1)[0]
+    run, script_command, publish = (
+        line.strip()
+        for block in re.findall(r"^```sh\n(.*?)^```", section, flags=re.S | re.M)[:3]
+        for line in block.splitlines()
+    )
+    script = re.findall(r"^```python\n(.*?)^```", section, flags=re.S | re.M)[0]
+    assert script_command == ".venv/bin/python my_room.py" and "Save this as `my_room.py`" in section
+    env = Command(run).env
+    assert Command(run).argv == ["make", "run"] and set(env) == {"PUBLISH_API_KEYS"}
+    with make_stack(**env) as stack:
+        target = ROOT / ".stack" / f"my_room_{os.getpid()}.py"
+        target.parent.mkdir(exist_ok=True)
+        target.write_text(script.replace("ws://127.0.0.1:8000", stack.gateway_url))
+        member = Reader(f".venv/bin/python {target}", {})
+        try:
+            member.wait_for("in the room, waiting for messages")
+            answer = Context(ROOT, ROOT).sh(publish.replace("http://127.0.0.1:8000", stack.http_url))
+            assert answer.startswith("HTTP/1.1 201"), answer
+            seq = json.loads(answer.split("\n\n", 1)[1])["seq"]
+            assert member.wait_for("order 1234 shipped").strip() == f"{seq} shop order 1234 shipped"
+        finally:
+            member.stop()
+            target.unlink()

@@ -17,6 +17,7 @@ import nats
 import pytest
 from devstack.stack import RestartPolicy, Stack, StackConfig, how_it_ended
 from nats.js.api import StreamConfig
+from realtime.backoff import Backoff
 from websockets.asyncio.client import ClientConnection
 
 from tests.conftest import DEADLINE, recv, wait_until, wait_until_async, ws
@@ -165,3 +166,11 @@ def test_how_a_process_ended_is_named() -> None:
     assert how_it_ended(-signal.SIGKILL) == "killed by SIGKILL"
     assert how_it_ended(3) == "exit code 3"
     assert RestartPolicy().delay(0) == 0.5 and RestartPolicy().delay(10) == 10.0
+
+
+def test_restart_delays_come_from_the_one_backoff_with_jitter() -> None:
+    backoff = RestartPolicy(first_delay=1.0, max_delay=4.0, jitter=0.25).backoff()
+    assert isinstance(backoff, Backoff)
+    delays = [backoff.next() for _ in range(4)]
+    for delay, plain in zip(delays, [1.0, 2.0, 4.0, 4.0], strict=True):
+        assert 0.75 * plain <= delay <= 1.25 * plain

@@ -438,11 +438,32 @@ async def test_openapi_without_a_reachable_upstream_is_the_gateways_own_with_a_n
 
 
 def test_http_routes_must_name_a_configured_upstream() -> None:
-    settings = GatewaySettings(routes={}, upstreams={"echo": ["127.0.0.1:1"]}, bus_url="memory://")
-    with pytest.raises(ValueError, match="HTTP_ROUTES"):
+    settings = GatewaySettings(
+        routes={}, upstreams={"echo": ["127.0.0.1:1"]}, http_routes={"/api/": "rooms"}, bus_url="memory://"
+    )
+    with pytest.raises(ValueError, match=r"HTTP_ROUTES name upstreams with no replicas configured: \[.rooms"):
         create_app(settings)
     with pytest.raises(ValueError, match="must start with /"):
         GatewaySettings(http_routes={"api/": "rooms"})
+
+
+def test_the_default_http_route_applies_only_where_a_rooms_upstream_exists(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A gateway for one's own upstreams (no ``rooms``) starts: the default /api/ route is the rooms
+    API's, so it is there only with a rooms upstream (issue 19); an explicit HTTP_ROUTES is kept as is."""
+    monkeypatch.setenv("UPSTREAMS", json.dumps({"chat": ["127.0.0.1:1"]}))
+    monkeypatch.setenv("ROUTES", json.dumps({"/chat": "chat"}))
+    settings = GatewaySettings(bus_url="memory://")
+    assert settings.http_routes == {}
+    create_app(settings)  # starts: no route names a missing upstream
+    assert GatewaySettings(upstreams={"rooms": ["127.0.0.1:1"]}).http_routes == {"/api/": "rooms"}
+    monkeypatch.delenv("UPSTREAMS")
+    assert GatewaySettings().http_routes == {"/api/": "rooms"}  # the default upstreams include rooms
+    monkeypatch.setenv("UPSTREAMS", json.dumps({"chat": ["127.0.0.1:1"]}))
+    monkeypatch.setenv("HTTP_ROUTES", json.dumps({"/api/": "rooms"}))
+    with pytest.raises(ValueError, match="HTTP_ROUTES name upstreams with no replicas configured"):
+        create_app(GatewaySettings(bus_url="memory://"))
 
 
 def test_http_routes_setting_reads_json(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -63,3 +63,21 @@ def test_untrusted_peer_cannot_forge_its_address() -> None:
 def test_trusted_proxy_chain_is_extended() -> None:
     head = Request(RAW).for_upstream("10.1.2.3", trusted=True)
     assert b"x-forwarded-for: 6.6.6.6, 10.1.2.3\r\n" in head
+
+
+def test_forwarded_allow_ips_has_the_services_type_and_meaning(monkeypatch) -> None:
+    from realtime.settings import ServiceSettings
+
+    gateway_field = GatewaySettings.model_fields["forwarded_allow_ips"]
+    service_field = ServiceSettings.model_fields["forwarded_allow_ips"]
+    assert gateway_field.annotation == service_field.annotation == list[str]
+    assert gateway_field.default == []  # the public door trusts nobody's X-Forwarded-For by default
+    monkeypatch.setenv("FORWARDED_ALLOW_IPS", "unix, 10.0.0.0/8")
+    assert (
+        GatewaySettings().forwarded_allow_ips
+        == ServiceSettings().forwarded_allow_ips
+        == ["unix", "10.0.0.0/8"]
+    )
+    monkeypatch.setenv("FORWARDED_ALLOW_IPS", "10.0.0.0/33")
+    with pytest.raises(ValueError, match="FORWARDED_ALLOW_IPS"):
+        GatewaySettings()

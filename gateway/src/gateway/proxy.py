@@ -3,10 +3,10 @@
 import asyncio
 import logging
 import resource
-from ipaddress import ip_address, ip_network
 from typing import Any
 
 from realtime import metrics
+from realtime.forwarded import TrustedProxies
 
 from gateway.admission import Admission, Origins, default_max_connections
 from gateway.routes import RouteTable
@@ -56,8 +56,7 @@ class Proxy:
         }
         self._http_answers: dict[tuple[str, str], Any] = {}  # (upstream, status class) -> counter child
         self.connections = 0  # client WebSocket sessions being spliced right now
-        self._trust_all = "*" in settings.forwarded_allow_ips
-        self._trusted = [ip_network(n, strict=False) for n in settings.forwarded_allow_ips if n != "*"]
+        self.trusted = TrustedProxies(settings.forwarded_allow_ips)
         open_files = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
         self.admission = Admission(
             max_connections=settings.max_connections
@@ -96,25 +95,16 @@ class Proxy:
 
     def trusts(self, peer: str) -> bool:
         """Whether this peer's own X-Forwarded-* headers are believed (an ingress in front of us)."""
-        if self._trust_all:
-            return True
-        try:
-            address = ip_address(peer)
-        except ValueError:
-            return False
-        return any(address in net for net in self._trusted)
+        return peer in self.trusted
 
     def client_address(self, peer: str, headers: list[tuple[bytes, bytes]]) -> str:
-        """The client a trusted proxy connected for: the right-most X-Forwarded-For entry that is not
-        itself a trusted proxy (the peer when there is none)."""
+        """The client a trusted proxy connected for (realtime.forwarded: the right-most X-Forwarded-For
+        entry that is not itself a trusted proxy)."""
         chain: list[str] = []
         for name, value in headers:
             if name == b"x-forwarded-for":
                 chain += [p.strip() for p in value.decode("latin-1").split(",") if p.strip()]
-        for hop in reversed(chain):
-            if not self.trusts(hop):
-                return hop
-        return chain[0] if chain else peer
+        return self.trusted.client(peer, chain)
 
     @property
     def ready(self) -> bool:

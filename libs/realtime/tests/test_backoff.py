@@ -20,3 +20,10 @@ def test_worth_logging_the_first_and_every_nth():
 
     assert [n for n in range(1, 3001) if worth_logging(n)] == [1, 1000, 2000, 3000]
     assert [n for n in range(1, 8) if worth_logging(n, every=3)] == [1, 3, 6]
+
+
+def test_the_servers_and_the_python_client_share_one_backoff() -> None:
+    import realtime_client
+    from realtime_client import backoff as client_backoff
+
+    assert Backoff is client_backoff.Backoff is realtime_client.Backoff

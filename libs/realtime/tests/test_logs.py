@@ -61,3 +61,25 @@ def test_filter_redacts_formatted_arguments() -> None:
     assert RedactingFilter().filter(record)
     assert "hunter2" not in record.getMessage()
     assert "pass=***" in record.getMessage()
+
+
+def test_the_logging_modules_import_in_one_direction() -> None:
+    """redact <- logformat <- logs: neither of the first two imports a module that imports it."""
+    import ast
+    from pathlib import Path
+
+    import realtime
+
+    package = Path(realtime.__file__).parent
+
+    def imports(module: str) -> set[str]:
+        tree = ast.parse((package / f"{module}.py").read_text())
+        found = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("realtime."):
+                found.add(node.module.removeprefix("realtime."))
+        return found
+
+    assert imports("redact") == set()
+    assert imports("logformat") == {"redact"}
+    assert "logs" not in imports("logformat") | imports("redact")

@@ -1,10 +1,10 @@
 """The uvicorn internals the platform builds on, named one by one, so an upgrade that moves one fails here
 with its name instead of as a hang or a 1006 somewhere else.
 
-``realtime/serve.py`` subclasses ``WebSocketsSansIOProtocol`` (uvicorn 0.35.0 added it) and reaches into its
-state; ``gateway/splice.py`` is a WebSocket protocol class of its own that uvicorn's HTTP protocols hand the
-upgrade to. ``libs/realtime/pyproject.toml`` bounds uvicorn to the releases this was checked against: when
-raising the ceiling, run this file against the new release first.
+``realtime/transport.py`` subclasses ``WebSocketsSansIOProtocol`` (uvicorn 0.35.0 added it) and reaches into
+its state; ``gateway/splice.py`` is a WebSocket protocol class of its own that uvicorn's HTTP protocols
+hand the upgrade to. ``libs/realtime/pyproject.toml`` bounds uvicorn to the releases this was checked
+against: when raising the ceiling, run this file against the new release first.
 """
 
 import asyncio
@@ -21,7 +21,7 @@ from uvicorn.supervisors import Multiprocess
 
 # Methods of the sans-I/O protocol that GracefulWebSocketProtocol overrides or calls.
 PROTOCOL_METHODS = ("handle_connect", "shutdown", "stop_keepalive", "connection_made", "data_received")
-# Instance state that serve.py's FrameWriter and shutdown read and write.
+# Instance state that transport.py's FrameWriter and shutdown read and write.
 PROTOCOL_STATE = ("transport", "conn", "queue", "loop", "handshake_complete", "close_sent", "close_timer")
 
 

@@ -2,7 +2,7 @@
 
 from realtime.bus import create_bus
 from stats_service.aggregate import Aggregator
-from stats_service.fanout import PulseHub
+from stats_service.pulse_hub import PulseHub
 from stats_service.ticker import Ticker
 
 INTERVAL = 0.5

@@ -15,7 +15,8 @@ It depends only on ``websockets``; the close-code table (reconnect or final) is 
 protocol's (docs/asyncapi.yaml, ``x-close-codes``).
 """
 
-from realtime_client.closes import FINAL, RECONNECT, Backoff, Closed, Forbidden, InvalidToken, RoomClosed
+from realtime_client.backoff import Backoff
+from realtime_client.closes import FINAL, RECONNECT, Closed, Forbidden, InvalidToken, RoomClosed
 from realtime_client.pulse import Pulse
 from realtime_client.room import Gap, Message, Presence, Room, TokenSource, Welcome
 

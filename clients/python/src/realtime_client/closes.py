@@ -1,7 +1,5 @@
-"""The close-code table a client follows, the errors a final close raises, and the reconnect backoff."""
-
-import random
-from dataclasses import dataclass, field
+"""The close-code table a client follows and the errors a final close raises (the reconnect backoff is
+``realtime_client.backoff``)."""
 
 # Trying again can help (a deploy, a crash, a drop, overload, a slow-consumer cut-off, NATS away).
 RECONNECT = frozenset({1001, 1005, 1006, 1011, 1012, 1013, 4002})  # 4002: token expired (a new one)
@@ -44,22 +42,3 @@ def closed_error(code: int, reason: str, room: bool = True) -> Closed:
 
 def should_reconnect(code: int) -> bool:
     return code in RECONNECT
-
-
-@dataclass
-class Backoff:
-    """Exponential backoff with jitter: ``first`` doubling to ``limit`` seconds, each delay scaled by a
-    random factor in [1 - jitter, 1 + jitter]. ``reset()`` after a session that got going."""
-
-    first: float = 0.5
-    limit: float = 10.0
-    jitter: float = 0.25
-    attempt: int = field(default=0, init=False)
-
-    def next(self) -> float:
-        delay = min(self.limit, self.first * 2**self.attempt)
-        self.attempt += 1
-        return delay * random.uniform(1 - self.jitter, 1 + self.jitter)
-
-    def reset(self) -> None:
-        self.attempt = 0

@@ -14,7 +14,8 @@ from typing import Any
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
-from realtime_client.closes import ABNORMAL, Backoff, closed_error, should_reconnect
+from realtime_client.backoff import Backoff
+from realtime_client.closes import ABNORMAL, closed_error, should_reconnect
 
 
 class Pulse:

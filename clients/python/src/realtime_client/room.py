@@ -38,7 +38,8 @@ from urllib.parse import quote, urlencode
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
-from realtime_client.closes import ABNORMAL, Backoff, closed_error, should_reconnect
+from realtime_client.backoff import Backoff
+from realtime_client.closes import ABNORMAL, closed_error, should_reconnect
 
 
 @dataclass(frozen=True)

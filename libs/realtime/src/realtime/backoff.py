@@ -1,30 +1,9 @@
-"""One backoff for every retry loop: storing a message, connecting to NATS, the launcher's restarts,
-the clients' reconnects. Exponential from ``first`` by ``factor`` up to ``limit`` seconds, each delay
-scaled by a random factor in [1 - jitter, 1 + jitter] so a crowd that failed together does not come back
-together."""
+"""The one backoff every retry loop uses (storing a message, connecting to NATS, the launcher's restarts).
 
-import random
-from dataclasses import dataclass, field
+Written once, in the Python client package (``realtime_client.backoff``): the client must install without the
+server's dependencies, while every server member already depends on this package, which depends on the
+client. So the client's reconnects and the servers' retries share one implementation, not two copies."""
 
+from realtime_client.backoff import Backoff
 
-@dataclass
-class Backoff:
-    first: float = 0.5
-    limit: float = 10.0
-    factor: float = 2.0
-    jitter: float = 0.25
-    attempt: int = field(default=0, init=False)
-
-    def delay(self, attempt: int) -> float:
-        """The delay before try ``attempt + 1``, without jitter (what a restart policy prints)."""
-        return min(self.limit, self.first * self.factor**attempt)
-
-    def next(self) -> float:
-        """The next delay, jittered; each call counts one more failure in a row."""
-        delay = self.delay(self.attempt)
-        self.attempt += 1
-        return delay * random.uniform(1 - self.jitter, 1 + self.jitter) if self.jitter else delay
-
-    def reset(self) -> None:
-        """After a try that got going: the next failure starts again from ``first``."""
-        self.attempt = 0
+__all__ = ["Backoff"]

@@ -14,7 +14,7 @@ import os
 import re
 from datetime import UTC, datetime
 
-from realtime.logs import redact
+from realtime.redact import redact
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 

@@ -14,74 +14,128 @@ class RoomsSettings(ServiceSettings):
     model_config = SettingsConfigDict(hide_input_in_errors=True)
 
     service_name: str = "rooms"
+    """Name in logs, in NATS connection names and in pulse samples."""
     port: int = 8201
+    """Port to listen on."""
 
     # Room id -> password (plain text or a salted hash, see guard.py); a room not listed is open.
     room_passwords: dict[str, str] = {}
+    """JSON: room id to password, plain or `pbkdf2_sha256$...` (`.venv/bin/python -m
+    rooms_service.hash_password`); rooms not listed are open; an invalid room id or a malformed hash stops
+    the service at start.
+    """
     # A JSON file of the same shape (a mounted Kubernetes Secret); its entries win over ROOM_PASSWORDS.
     room_passwords_file: Path | None = None
+    """Path of a JSON file of the same shape (a mounted Secret); its entries win; read at start."""
 
     room_id_max_length: int = Field(default=64, ge=1, le=128)
+    """Longest room id (ids are `[A-Za-z0-9_-]`); longer closes with 1008."""
 
     # Identity tokens (tokens.py): HS256 JWTs checked with TOKEN_SECRET (at least 32 bytes), RS256 or
     # ES256 ones with TOKEN_PUBLIC_KEY (PEM; or TOKEN_PUBLIC_KEY_FILE). Neither set: tokens are refused.
     token_secret: SecretStr | None = None
+    """HS256 key for identity tokens (at least 32 bytes); with neither this nor a public key every token gets
+    4001.
+    """
     token_public_key: str | None = None
+    """PEM public key for RS256 (RSA) or ES256 (P-256) identity tokens; a bad key stops the service at start.
+    """
     token_public_key_file: Path | None = None
+    """Path of that PEM (a mounted Secret); wins over `TOKEN_PUBLIC_KEY`; read at start."""
     # When set, a token's ``aud`` / ``iss`` must be this.
     token_audience: str | None = None
+    """When set, a token's `aud` must be it."""
     token_issuer: str | None = None
+    """When set, a token's `iss` must be it."""
     # Seconds of clock difference allowed when checking ``exp`` (and ``nbf``/``iat``).
     token_leeway: float = Field(default=0.0, ge=0, le=300)
+    """Seconds of clock difference allowed on `exp` (0 to 300)."""
     # Members without a token may pick a display name (?name=, unverified: shown without ``user``).
     room_display_names: bool = True
+    """Members without a token may show a `?name=` (unverified); `false`: 1008."""
 
     # Keys of the HTTP API (api.py, ``Authorization: Bearer <key>``): a JSON list of plain keys or salted
     # hashes (as passwords); none: the API answers 401 to everyone. Also from a JSON file (a Secret).
     publish_api_keys: list[str] = []
+    """JSON list of the HTTP API's keys (`Authorization: Bearer`), plain or `pbkdf2_sha256$...`; none: the
+    API answers 401; a malformed hash stops the service at start.
+    """
     publish_api_keys_file: Path | None = None
+    """Path of a JSON file with more keys (a mounted Secret); read at start."""
     # Per key and per replica: a token bucket of ``publish_rate`` requests a second, ``publish_burst`` saved.
     publish_rate: float = Field(default=200.0, gt=0)
+    """Requests a second one API key may make, per replica (token bucket); over it 429."""
     publish_burst: int = Field(default=400, ge=1)
+    """Requests one API key may make at once before the rate applies, per replica."""
 
     # Failed password attempts per (client address, room) inside the window before every further
     # attempt is refused without checking, until the window has passed.
     auth_max_failures: int = Field(default=5, ge=1)
+    """Failed password or token attempts per (client address, room) within the window before further attempts
+    get 4003 unchecked; also wrong API keys per client address before 429.
+    """
     auth_failure_window: float = Field(default=60.0, gt=0)
+    """Seconds the failures are remembered."""
 
     # Per connection: a token bucket of ``message_rate`` messages a second with ``message_burst`` tokens.
     message_rate: float = Field(default=20.0, gt=0)
+    """Messages a second one connection may send (token bucket); over it closes with 1008."""
     message_burst: int = Field(default=40, ge=1)
+    """Messages a connection may send at once before the rate applies."""
     # Bytes a member may leave unread in its outgoing buffer before it is cut off as a slow consumer.
     send_buffer_limit: int = Field(default=1024 * 1024, ge=64 * 1024)
+    """Unread outgoing bytes per connection before it is cut off as a slow consumer (1013); at least 65536."""
 
     # Events from NATS a replica may hold for one room before it drops (and logs) the newest: a bound on
     # memory when a replica cannot keep up with a room (with WS_MAX_SIZE 64 KiB: at most 64 MiB a room).
     room_queue_limit: int = Field(default=1024, ge=16)
+    """Events a replica may hold for one room before it drops the newest (logged; stored messages dropped
+    here are filled from the store).
+    """
 
     subject_prefix: str = "rooms"
+    """NATS subject prefix: a room's subject is `<prefix>.<room_id>`, its stored messages
+    `<prefix>.msg.<room_id>`.
+    """
     # Seconds between presence heartbeats (each replica's member count per room); a replica that has
     # not been heard for 1.5 intervals no longer counts (gone within 2 intervals of its death).
     presence_interval: float = Field(default=10.0, gt=0)
+    """Seconds between presence heartbeats; a replica silent for 1.5 intervals stops counting (gone within
+    2).
+    """
     # Seconds a join waits for the other replicas' member counts before it greets with what it has.
     presence_query_timeout: float = Field(default=0.5, gt=0, le=5)
+    """Seconds a join into a room new on its replica waits for the other replicas' counts."""
 
     # The room history (a JetStream stream, file storage): messages kept per room, and for how long.
     room_history_size: int = Field(default=1000, ge=1)
+    """Messages kept per room (JetStream `max_msgs_per_subject`); a `since` older than that gets `recovered:
+    false`.
+    """
     room_history_ttl: float = Field(default=86_400.0, gt=0)
+    """Seconds a message is kept (JetStream `max_age`)."""
     # The most messages ``?history=N`` may ask for.
     room_history_max: int = Field(default=100, ge=0)
+    """The most messages `?history=N` gives."""
     # Seconds a message id is remembered: a resend with the same id inside it is stored once.
     room_dedup_window: float = Field(default=120.0, gt=0)
+    """Seconds a message id is remembered: a resend inside it is stored once (JetStream `duplicate_window`).
+    """
     # Copies of the history (JetStream replicas): 1 on one NATS server, 3 on a 3-node cluster.
     room_stream_replicas: int = Field(default=1, ge=1, le=5)
+    """Copies of the history (JetStream replicas): 1 on one server, 3 on the prod overlay's 3-node cluster."""
     room_stream_name: str = "ROOMS"
+    """The JetStream stream's name."""
     # Seconds a send may keep retrying to store its message (NATS restarting) before the sender is told
     # 1013 "messaging unavailable" (it resends after reconnecting: the message id makes that safe).
     room_store_timeout: float = Field(default=10.0, gt=0)
+    """Seconds a send retries storing while NATS is away before the sender gets 1013."""
     # Seconds a member cut off as a slow consumer (1013) keeps its connection to read its backlog and
     # the close frame before the connection is dropped.
     slow_consumer_close_deadline: float = Field(default=60.0, gt=0)
+    """Seconds a member cut off as a slow consumer keeps its connection to read its backlog and the 1013
+    before it is dropped; also how long a catching-up member may take to read its backlog.
+    """
 
     # The app's hooks (hooks.py): asked before a member is admitted and before a message is stored.
     join_hook_url: str | None = Field(

@@ -19,6 +19,7 @@ import logging
 import math
 from datetime import UTC, datetime
 
+from realtime.lograte import worth_logging
 from realtime.pulse import Sample
 
 logger = logging.getLogger(__name__)
@@ -57,7 +58,7 @@ class Aggregator:
         """Keep one sample; False when it is ignored (another interval, too late, too many instances)."""
         if sample.interval != self.interval:
             self.ignored += 1
-            if self.ignored == 1 or self.ignored % 1000 == 0:
+            if worth_logging(self.ignored):
                 logger.warning(
                     "ignoring pulse samples with interval %s from %s/%s (ours is %s)",
                     sample.interval,
@@ -68,7 +69,7 @@ class Aggregator:
             return False
         if self.built_through is not None and sample.tick + 1 <= self.built_through:
             self.late += 1
-            if self.late == 1 or self.late % 1000 == 0:
+            if worth_logging(self.late):
                 logger.warning(
                     "late pulse samples: %d so far (the last for tick %d from %s/%s)",
                     self.late,

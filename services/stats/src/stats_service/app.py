@@ -15,7 +15,7 @@ from realtime.app import create_service_app
 from realtime.tasks import cancel_and_wait
 
 from stats_service.aggregate import Aggregator
-from stats_service.fanout import PulseHub
+from stats_service.pulse_hub import PulseHub
 from stats_service.settings import StatsSettings
 from stats_service.ticker import Ticker
 

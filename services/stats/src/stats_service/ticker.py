@@ -18,10 +18,11 @@ import time
 
 from realtime import metrics
 from realtime.bus import Bus, BusUnavailable, Subscription
+from realtime.lograte import worth_logging
 from realtime.pulse import SAMPLES, Sample, sleep_until, tick_of, tick_start
 
 from stats_service.aggregate import Aggregator
-from stats_service.fanout import PulseHub
+from stats_service.pulse_hub import PulseHub
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +64,7 @@ class Ticker:
                 sample = Sample.from_json(message.payload)
             except ValueError as exc:
                 self.malformed += 1
-                if self.malformed == 1 or self.malformed % 1000 == 0:
+                if worth_logging(self.malformed):
                     logger.warning("ignoring a pulse sample on %s: %s", message.subject, exc)
                 continue
             self.aggregator.add(sample)

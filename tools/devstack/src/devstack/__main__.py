@@ -6,22 +6,22 @@ import os
 import signal
 import sys
 import threading
-from pathlib import Path
 
+from devstack.settings import LauncherSettings
 from devstack.stack import Stack, StackConfig, StackError, die_with_parent, parse_scale
 
 
 def config_from_env() -> StackConfig:
-    env = os.environ
+    settings = LauncherSettings()
     return StackConfig(
-        scale=parse_scale(env.get("SCALE", "")),
-        gateway_port=int(env.get("PORT", "8000")),
-        nats_port=int(env.get("NATS_PORT", "4222")),
-        nats_monitor_port=int(env.get("NATS_MONITOR_PORT", "8222")),
-        log_dir=Path(env.get("STACK_LOG_DIR", ".stack/logs")),
-        echo_logs=env.get("STACK_QUIET", "") in ("", "0", "false"),
-        fixed_ports=env.get("STACK_FREE_PORTS", "") in ("", "0", "false"),
-        unix_sockets=env.get("STACK_UNIX_SOCKETS", "") not in ("", "0", "false"),
+        scale=parse_scale(settings.scale),
+        gateway_port=settings.port,
+        nats_port=settings.nats_port,
+        nats_monitor_port=settings.nats_monitor_port,
+        log_dir=settings.stack_log_dir,
+        echo_logs=not settings.stack_quiet,
+        fixed_ports=not settings.stack_free_ports,
+        unix_sockets=settings.stack_unix_sockets,
     )
 
 

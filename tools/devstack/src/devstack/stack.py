@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
+from realtime.backoff import Backoff
 from realtime.testing import free_port
 
 __all__ = ["RestartPolicy", "Stack", "StackConfig", "StackError", "free_port", "parse_scale"]
@@ -82,6 +83,7 @@ class Process:
     # Supervision: stopped on purpose (never restarted), restarts in a row, when it started, next restart.
     held: bool = False
     restarts: int = 0
+    backoff: Backoff | None = None  # the restart delays in a row (RestartPolicy.backoff)
     started_at: float = 0.0
     restart_at: float | None = None
     awaiting_ready: bool = False
@@ -103,15 +105,18 @@ class StackConfig:
     nats_monitor_port: int = 8222
     fixed_ports: bool = True  # False: every process on a free loopback port (tests)
     env: dict[str, str] = field(default_factory=dict)  # extra settings for every service
-    # The gateway reaches each service over a Unix socket in the log folder (TCP stays for health).
-    unix_sockets: bool = False
+    # The gateway reaches each service over a Unix socket in the log folder (TCP stays for health): the
+    # default, since everything here runs on one machine and a socket costs less than loopback TCP.
+    unix_sockets: bool = True
     # Test-only upstreams: name -> (python module, gateway route pattern); free ports.
     extra_services: dict[str, tuple[str, str]] = field(default_factory=dict)
     log_dir: Path | None = None
     echo_logs: bool = False  # also print every log line, prefixed with the process name
 
     @classmethod
-    def for_tests(cls, scale: str = "", **env: str) -> "StackConfig":
+    def like_make_run(cls, scale: str = "", **env: str) -> "StackConfig":
+        """What ``make run`` starts (Unix-socket upstreams, ``GATEWAY_WORKERS=auto``), on free ports: the
+        benchmarks' "default (make run)" rows."""
         return cls(
             scale=parse_scale(scale),
             gateway_port=free_port(),
@@ -121,6 +126,15 @@ class StackConfig:
             env=dict(env),
         )
 
+    @classmethod
+    def for_tests(cls, scale: str = "", **env: str) -> "StackConfig":
+        """A small stack for one test: TCP upstreams and one gateway process unless the test asks for
+        more (``unix_sockets``, ``GATEWAY_WORKERS``): a per-process cap or count stays exact, and a test
+        stack starts fast on a shared machine."""
+        config = cls.like_make_run(scale, **{"GATEWAY_WORKERS": "1", **env})
+        config.unix_sockets = False
+        return config
+
 
 class StackError(RuntimeError):
     pass
@@ -128,16 +142,23 @@ class StackError(RuntimeError):
 
 @dataclass(frozen=True)
 class RestartPolicy:
-    """Restart delays: ``first_delay``, times ``factor`` per restart in a row, at most ``max_delay``; a
-    process that stayed up ``stable_after`` seconds starts again from ``first_delay``."""
+    """Restart delays, from the one backoff (``realtime.backoff``): ``first_delay``, times ``factor`` per
+    restart in a row, at most ``max_delay``, jittered by ``jitter`` (processes that died together do not
+    come back together); a process up ``stable_after`` seconds starts again from ``first_delay``."""
 
     first_delay: float = 0.5
     factor: float = 2.0
     max_delay: float = 10.0
+    jitter: float = 0.25
     stable_after: float = 30.0
 
+    def backoff(self) -> Backoff:
+        """A fresh backoff for one process: its ``next()`` is the delay before the next restart."""
+        return Backoff(first=self.first_delay, limit=self.max_delay, factor=self.factor, jitter=self.jitter)
+
     def delay(self, restarts: int) -> float:
-        return min(self.first_delay * self.factor**restarts, self.max_delay)
+        """The delay before restart ``restarts + 1`` without jitter."""
+        return self.backoff().delay(restarts)
 
 
 @dataclass(frozen=True)
@@ -405,9 +426,10 @@ class Stack:
             return
         if process.restart_at is None:  # it just ended
             _end_group(process.popen.pid)  # what it started (gateway workers) goes with it
-            if now - process.started_at >= policy.stable_after:
+            if process.backoff is None or now - process.started_at >= policy.stable_after:
                 process.restarts = 0
-            delay = policy.delay(process.restarts)
+                process.backoff = policy.backoff()
+            delay = process.backoff.next()
             process.restart_at = now + delay
             process.awaiting_ready = False
             ended = how_it_ended(returncode)
@@ -469,10 +491,15 @@ class Stack:
     def describe(self) -> Iterator[str]:
         paths = "/echo  /ws/{room_id}  /stats"
         gateway = self.processes["gateway"]
-        yield f"gateway     {self.gateway_url}  {paths}   pid {gateway.pid}   page {self.http_url}/"
+        workers = gateway.env.get("GATEWAY_WORKERS", "auto")
+        yield (
+            f"gateway     {self.gateway_url}  {paths}   pid {gateway.pid}   workers {workers}   "
+            f"page {self.http_url}/"
+        )
         for name, process in self.processes.items():
             if name != "gateway":
-                yield f"{name:<11} 127.0.0.1:{process.port}   pid {process.pid}   log {process.log_path}"
+                via = f"   socket {process.env['UDS']}" if "UDS" in process.env else ""
+                yield f"{name:<11} 127.0.0.1:{process.port}{via}   pid {process.pid}   log {process.log_path}"
 
 
 def _end_group(pgid: int, grace: float = 5.0) -> None:

@@ -2,7 +2,7 @@
 
 from realtime.frames import text_frame
 from realtime.serve import FRAME_WRITER
-from stats_service.fanout import PulseHub
+from stats_service.pulse_hub import PulseHub
 
 
 class FakeWriter:
