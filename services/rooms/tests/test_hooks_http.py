@@ -72,3 +72,10 @@ async def test_an_answer_over_the_bound_is_refused() -> None:
 def test_only_http_urls() -> None:
     with pytest.raises(ValueError):
         HttpPool("ftp://127.0.0.1/x", 1, 10)
+
+
+async def test_an_answer_without_a_length_runs_to_the_end_of_its_connection() -> None:
+    async with answering(b"HTTP/1.0 200 OK\r\n\r\n" + b'{"result":' + b'"allow"}', close_after=1) as (url, _):
+        pool = HttpPool(url, 1, 1000)
+        assert await pool.post(b"{}", {}) == (200, b'{"result":"allow"}')
+        await pool.close()

@@ -67,8 +67,12 @@ class HttpPool:
                     raise HttpError("answer too large")
                 body = await reader.readexactly(length)
             else:  # no length: the body runs to the end of the connection
-                body = await reader.read(self._max_body + 1)
                 keep = False
+                body = b""
+                while chunk := await reader.read(self._max_body + 1 - len(body)):
+                    body += chunk
+                    if len(body) > self._max_body:
+                        break
             if len(body) > self._max_body:
                 raise HttpError("answer too large")
             return status, body
