@@ -91,8 +91,16 @@ def test_rooms_runs_two_replicas_and_only_the_gateway_is_published(tmp_path: Pat
     services = compose_model(tmp_path)["services"]
     assert services["rooms"]["deploy"]["replicas"] == 2
     published = {name: s.get("ports", []) for name, s in services.items() if s.get("ports")}
-    assert set(published) == {"gateway"}
-    assert [(p["target"], p["published"]) for p in published["gateway"]] == [(8000, "8000")]
+    public = {
+        name: [p for p in ports if p.get("host_ip") != "127.0.0.1"] for name, ports in published.items()
+    }
+    assert {name for name, ports in public.items() if ports} == {"gateway"}
+    assert [(p["target"], p["published"]) for p in public["gateway"]] == [(8000, "8000")]
+    # Besides: each app's internal (operator) port, named, on the host's loopback only.
+    for name in ("echo", "rooms", "stats", "gateway"):
+        loopback = [p for p in published[name] if p.get("host_ip") == "127.0.0.1"]
+        internal = int(services[name]["environment"]["INTERNAL_PORT"])
+        assert [(p["name"], p["target"]) for p in loopback] == [("internal", internal)], name
 
 
 def test_room_passwords_reach_rooms_from_the_env_file(tmp_path: Path) -> None:

@@ -76,13 +76,16 @@ def test_same_ports(plan: dict[str, Planned], compose: dict, cluster: list[dict]
     for app in apps(plan):
         assert compose[app.name]["environment"]["PORT"] == str(app.port), app.name
         service = compose[app.name]
+        internal = int(app.env["INTERNAL_PORT"])  # operator endpoints (realtime.operator)
+        assert service["environment"]["INTERNAL_PORT"] == str(internal), app.name
         exposed = [int(p) for p in service.get("expose", [])] + [
             p["target"] for p in service.get("ports", [])
         ]
-        assert exposed == [app.port], app.name
+        assert sorted(exposed) == [app.port, internal], app.name
         c = container(deployments[app.name])
         assert env_values(c)["PORT"] == str(app.port), app.name
-        assert [p["containerPort"] for p in c["ports"]] == [app.port], app.name
+        assert env_values(c)["INTERNAL_PORT"] == str(internal), app.name
+        assert [p["containerPort"] for p in c["ports"]] == [app.port, internal], app.name
         assert [p["port"] for p in services[app.name]["spec"]["ports"]] == [app.port], app.name
         dockerfile = instructions(member_of(app.module)[0] / "Dockerfile")
         assert ("EXPOSE", str(app.port)) in dockerfile, app.name

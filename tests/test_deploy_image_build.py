@@ -129,7 +129,7 @@ def test_build_stage_installs_only_its_member_and_the_image_command_serves(
     health = json.loads(next(a for k, a in steps if k == "HEALTHCHECK").split(" CMD ", 1)[1])
     port = free_port()
     env = {"PATH": f"{venv / 'bin'}:{os.environ.get('PATH', '')}", "HOST": "127.0.0.1", "PORT": str(port)}
-    env |= {"BUS_URL": "memory://", "PYTHONDONTWRITEBYTECODE": "1"}
+    env |= {"BUS_URL": "memory://", "PYTHONDONTWRITEBYTECODE": "1", "INTERNAL_PORT": str(free_port())}
     if module == GATEWAY_MODULE:
         # No upstream answers here, so the gateway must report itself NOT ready: the check says so.
         env["UPSTREAMS"] = '{"echo": ["127.0.0.1:1"], "rooms": ["127.0.0.1:1"], "stats": ["127.0.0.1:1"]}'

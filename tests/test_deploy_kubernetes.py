@@ -185,7 +185,7 @@ def test_deployments_are_hardened_probed_and_drain_before_they_stop(tmp_path: Pa
         assert c["livenessProbe"]["httpGet"]["path"] == "/healthz", name
         assert c["readinessProbe"]["httpGet"]["path"] == "/readyz", name
         assert c["startupProbe"]["httpGet"]["path"] == "/healthz", name
-        assert [p["name"] for p in c["ports"]] == ["http"], name
+        assert [p["name"] for p in c["ports"]] == ["http", "internal"], name  # internal: /metrics & co
         # SIGTERM after the preStop sleep; then SHUTDOWN_TIMEOUT for clients (1001) and the NATS drain.
         pre_stop = int(c["lifecycle"]["preStop"]["exec"]["command"][-1])
         shutdown = float(env_values(c).get("SHUTDOWN_TIMEOUT", "10"))
@@ -252,18 +252,23 @@ def test_network_policies_expose_only_the_gateway(tmp_path: Path, overlay: str) 
     assert deny["podSelector"] == {} and deny["policyTypes"] == ["Ingress"] and "ingress" not in deny
 
     def from_outside(rule: dict) -> bool:
-        """A rule that admits traffic from beyond the namespace's own pods."""
+        """A rule that admits traffic from beyond the namespace's own pods, to more than the internal
+        (operator) port, which monitoring reaches (tests/test_deploy_operator_port.py)."""
         peers = rule.get("from")
-        return not peers or any("namespaceSelector" in p or "ipBlock" in p for p in peers)
+        to_internal_only = [p.get("port") for p in rule.get("ports", [])] == ["internal"]
+        return (
+            not peers or any("namespaceSelector" in p or "ipBlock" in p for p in peers)
+        ) and not to_internal_only
 
     reachable = {name for name, p in policies.items() if any(map(from_outside, p["spec"].get("ingress", [])))}
     assert reachable == {"gateway"}
     gateway = policies["gateway"]["spec"]
     assert gateway["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "gateway"}
-    assert [p["port"] for rule in gateway["ingress"] for p in rule["ports"]] == ["http"]
+    assert [p["port"] for rule in gateway["ingress"] for p in rule["ports"]] == ["http", "internal"]
     for service in ("echo", "rooms", "stats"):
-        (rule,) = policies[service]["spec"]["ingress"]
+        rule, monitoring = policies[service]["spec"]["ingress"]
         assert rule["from"] == [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "gateway"}}}]
+        assert [p["port"] for p in monitoring["ports"]] == ["internal"]
     client_rule, route_rule = policies["nats"]["spec"]["ingress"]
     (client_from,) = client_rule["from"]
     assert [p["port"] for p in client_rule["ports"]] == ["client"]

@@ -22,18 +22,19 @@ from tests.support.deploy import (
 APPS = ("echo", "rooms", "stats", "gateway")
 
 
-def http_port(workload: dict) -> int:
+def internal_port(workload: dict) -> int:
+    """The named port ``internal``: /metrics answers there only (realtime.operator)."""
     ports = {p["name"]: p["containerPort"] for p in container(workload)["ports"]}
-    return ports["http"]
+    return ports["internal"]
 
 
 @pytest.mark.parametrize("overlay", ["dev", "prod"])
-def test_every_pod_is_annotated_for_scraping_on_its_http_port(tmp_path: Path, overlay: str) -> None:
+def test_every_pod_is_annotated_for_scraping_on_its_internal_port(tmp_path: Path, overlay: str) -> None:
     deployments = by_kind(render(tmp_path, overlay), "Deployment")
     for app in APPS:
         annotations = deployments[app]["spec"]["template"]["metadata"]["annotations"]
         assert annotations["prometheus.io/scrape"] == "true", app
-        assert annotations["prometheus.io/port"] == str(http_port(deployments[app])), app
+        assert annotations["prometheus.io/port"] == str(internal_port(deployments[app])), app
         assert annotations["prometheus.io/path"] == "/metrics", app
 
 
@@ -59,7 +60,7 @@ def test_observability_profile_adds_prometheus_scraping_every_service(tmp_path: 
     assert set(jobs) == set(APPS)
     for app in APPS:
         assert jobs[app]["names"] == [app]
-        assert str(jobs[app]["port"]) == services[app]["environment"]["PORT"], app
+        assert str(jobs[app]["port"]) == services[app]["environment"]["INTERNAL_PORT"], app
 
 
 def test_prometheus_stays_out_of_the_default_stack(tmp_path: Path) -> None:

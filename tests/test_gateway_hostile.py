@@ -52,9 +52,10 @@ def settled(stack: Stack) -> Iterator[None]:
 
 
 def admitted(stack: Stack) -> int:
-    """Client connections the gateway holds (this request included); at its cap, "more than any"."""
+    """Client connections the gateway holds (asked on its internal port, which is not one of them); at
+    its cap, "more than any"."""
     try:
-        with urllib.request.urlopen(f"{stack.http_url}/upstreams", timeout=DEADLINE) as response:
+        with urllib.request.urlopen(f"{stack.internal_url}/upstreams", timeout=DEADLINE) as response:
             return int(json.load(response)["admitted"])
     except urllib.error.HTTPError as exc:
         exc.close()
@@ -63,8 +64,14 @@ def admitted(stack: Stack) -> int:
         raise
 
 
+def metrics_status(stack: Stack) -> int:
+    """The status of a scrape of the gateway's internal port."""
+    with urllib.request.urlopen(f"{stack.internal_url}/metrics", timeout=DEADLINE) as response:
+        return response.status
+
+
 def reachable(stack: Stack, upstream: str) -> list[str]:
-    with urllib.request.urlopen(f"{stack.http_url}/upstreams", timeout=DEADLINE) as response:
+    with urllib.request.urlopen(f"{stack.internal_url}/upstreams", timeout=DEADLINE) as response:
         return list(json.load(response)[upstream]["reachable"])
 
 
@@ -210,6 +217,9 @@ async def test_at_the_process_cap_health_still_answers_and_others_get_503(stack:
             writer.write(request(b"/healthz"))
             assert (await asyncio.wait_for(reader.readline(), DEADLINE)).startswith(b"HTTP/1.1 200")
         assert (await answer(stack, request(b"/healthz")))[0] == 503  # refused before its head is read
+        # Operators are not clients: the internal port still answers a scrape with the gateway full.
+        assert await asyncio.to_thread(admitted, stack) >= MAX_CONNECTIONS
+        assert await asyncio.to_thread(metrics_status, stack) == 200
     await wait_until_async(lambda: admitted(stack) <= 1, "the held connections to be released")
     assert await echo_works(stack)
 

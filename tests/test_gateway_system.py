@@ -201,7 +201,7 @@ async def test_unix_socket_upstreams_carry_traffic_and_the_client_address() -> N
         upstreams = json.loads(stack.processes["gateway"].env["UPSTREAMS"])
         assert all(u.startswith("unix:") for u in upstreams["echo"])
         # /upstreams names them as UPSTREAMS does (unix:/path, no port)
-        shown = json.loads(await asyncio.to_thread(_get, f"{stack.http_url}/upstreams"))
+        shown = json.loads(await asyncio.to_thread(_get, f"{stack.internal_url}/upstreams"))
         assert shown["echo"]["replicas"] == upstreams["echo"]
         assert set(shown["echo"]["reachable"]) <= set(upstreams["echo"])
         for i in range(4):

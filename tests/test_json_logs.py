@@ -38,6 +38,7 @@ def test_every_line_is_json_with_request_fields_and_no_secret() -> None:
     env = os.environ | {
         "LOG_FORMAT": "json",
         "PORT": str(port),
+        "INTERNAL_PORT": str(free_port()),  # PORT + 1000 may be taken on a busy machine
         "BUS_URL": "memory://",
         "SERVICE_NAME": "echo",
         "INSTANCE_ID": "echo-json-1",

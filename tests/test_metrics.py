@@ -1,4 +1,4 @@
-"""``GET /metrics`` on the gateway and every service, against the real stack.
+"""``GET /metrics`` on the gateway and every service (on each one's internal port), against the real stack.
 
 Every endpoint parses with prometheus-client's own parser and defines every platform metric; the
 connection gauge follows a client in and out; counters move with traffic; no label carries a room id, a
@@ -50,11 +50,10 @@ def scrape(url: str) -> tuple[str, str]:
 
 
 def endpoints(stack: Stack) -> dict[str, str]:
-    """Every process with a /metrics (NATS has its own monitoring instead): name -> URL."""
+    """Every process with a /metrics (NATS has its own monitoring instead): name -> URL, on its internal
+    port (the public one answers 404: tests/test_operator_ports.py)."""
     return {
-        name: f"http://127.0.0.1:{process.port}/metrics"
-        for name, process in stack.processes.items()
-        if name != "nats"
+        name: f"{process.internal_url}/metrics" for name, process in stack.processes.items() if name != "nats"
     }
 
 
@@ -234,7 +233,7 @@ async def test_no_label_carries_a_room_id_an_address_or_a_password(stack: Stack)
 
 async def test_with_two_gateway_workers_one_scrape_covers_both() -> None:
     with make_stack(GATEWAY_WORKERS="2") as running:
-        url = f"{running.http_url}/metrics"
+        url = f"{running.internal_url}/metrics"
         labels = {"service": "gateway", "route": "/{path:path}", "code": "4004"}
         before = value(url, "realtime_ws_connections_closed_total", **labels)
         for _ in range(20):  # the kernel spreads these over both workers

@@ -47,7 +47,7 @@ def ready(url: str) -> bool:
 
 
 def room_stats(stack: Stack, replica: str) -> dict:
-    return http_json(f"http://127.0.0.1:{stack.processes[replica].port}/rooms")
+    return http_json(f"{stack.processes[replica].internal_url}/rooms")  # an operator path
 
 
 def nats_room_subjects(stack: Stack) -> dict[str, list[str]]:

@@ -230,13 +230,14 @@ def test_reconnects_by_itself_after_the_service_restarts(browser: Browser, conso
 
 def _page_replica(stack: Stack) -> str:
     """The rooms replica the page's member is on (each replica reports its local members)."""
-    found = [r.name for r in stack.replicas("rooms") if _room_members(r.port) > 0]
+    found = [r.name for r in stack.replicas("rooms") if _room_members(r.internal_port) > 0]
     assert len(found) == 1, f"expected the page on one replica, found {found}"
     return found[0]
 
 
-def _room_members(port: int) -> int:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/rooms", timeout=5) as response:
+def _room_members(internal_port: int | None) -> int:
+    """The replica's local members, from its ``/rooms`` on its internal (operator) port."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{internal_port}/rooms", timeout=5) as response:
         return json.load(response)["members"]
 
 
@@ -332,7 +333,7 @@ class Loop:
 
 
 def _members_by_replica(stack: Stack) -> dict[str, int]:
-    return {r.name: _room_members(r.port) for r in stack.replicas("rooms") if r.running}
+    return {r.name: _room_members(r.internal_port) for r in stack.replicas("rooms") if r.running}
 
 
 def _poll(predicate: Callable[[], bool], what: str, deadline: float = DEADLINE_MS / 1000) -> None:

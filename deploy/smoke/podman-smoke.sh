@@ -77,6 +77,8 @@ cp "$ROOT/.venv/bin/nats-server" "$WORK/nats-server"
 free_port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 export SMOKE_NATS_PORT=$(free_port) SMOKE_NATS_MONITOR_PORT=$(free_port) SMOKE_ECHO_PORT=$(free_port)
 export SMOKE_ROOMS_PORT=$(free_port) SMOKE_STATS_PORT=$(free_port) SMOKE_GATEWAY_PORT=$(free_port)
+export SMOKE_ECHO_INTERNAL_PORT=$(free_port) SMOKE_ROOMS_INTERNAL_PORT=$(free_port)
+export SMOKE_STATS_INTERNAL_PORT=$(free_port) SMOKE_GATEWAY_INTERNAL_PORT=$(free_port)
 export TAG=smoke ROOM_PASSWORDS='{"VIP":"smoke-secret"}'
 
 SOCK="$WORK/podman.sock"

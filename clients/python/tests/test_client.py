@@ -94,7 +94,7 @@ def opened(stack: Stack) -> float:
     for replica in stack.replicas("rooms"):
         if not replica.running:
             continue
-        with urllib.request.urlopen(f"http://127.0.0.1:{replica.port}/metrics", timeout=5) as reply:
+        with urllib.request.urlopen(f"{replica.internal_url}/metrics", timeout=5) as reply:
             text = reply.read().decode()
         for line in text.splitlines():
             if line.startswith("realtime_ws_connections_opened_total{") and 'service="rooms"' in line:
@@ -107,7 +107,7 @@ def members_on(stack: Stack) -> dict[str, int]:
     found = {}
     for replica in stack.replicas("rooms"):
         if replica.running:
-            with urllib.request.urlopen(f"http://127.0.0.1:{replica.port}/rooms", timeout=5) as reply:
+            with urllib.request.urlopen(f"{replica.internal_url}/rooms", timeout=5) as reply:
                 found[replica.name] = json.load(reply)["members"]
     return found
 

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI, WebSocket
 from realtime.app import create_service_app
 from realtime.close_codes import CloseCode
+from realtime.operator import operator_route
 from realtime.tasks import cancel_and_wait
 
 from gateway.api_docs import ApiDocs
@@ -51,10 +52,11 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.state.readiness["upstreams"] = lambda: proxy.ready
     mount_page(app)  # the web page at /
 
-    @app.get("/upstreams", include_in_schema=False)
+    @operator_route(app, "/upstreams")
     async def upstreams() -> dict[str, object]:
         """Which replicas each route has and which answer their health check; ``connections`` counts
-        spliced sessions, ``admitted`` every open client connection (this request included)."""
+        spliced sessions, ``admitted`` every open client connection. On the internal port only: it names
+        the internal topology (realtime.operator)."""
         return {
             name: {
                 "replicas": [shown(a) for a in pool.addresses or pool.targets],

@@ -88,8 +88,8 @@ class GatewayHttpProtocol(BoundedH11Protocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        if self.proxy is None:
-            return
+        if self.proxy is None or self.internal:
+            return  # operators on the internal port are not clients: no caps, no WebSockets (check_request)
         peer = self.client[0] if self.client else None
         trusted = peer is None or self.proxy.trusts(peer)  # a proxy's clients are known from its head
         self.ticket, refusal = self.proxy.admission.admit(None if trusted else peer)
@@ -117,12 +117,21 @@ class GatewayHttpProtocol(BoundedH11Protocol):
         super().refuse(refusal)
 
     def _count_refusal(self, status: int) -> None:
-        if self.proxy is not None and status != BODY_STATUS:
+        if self.proxy is not None and status != BODY_STATUS and not self.internal:
             self.proxy.refusals[refusal_reason(status)].inc()
+
+    @property
+    def internal(self) -> bool:
+        """On the internal (operator) port (realtime.operator), which splices nothing."""
+        sockname = self.transport.get_extra_info("sockname") if self.transport else None
+        port = self.proxy.settings.internal_port if self.proxy else None
+        return isinstance(sockname, tuple) and sockname[1] == port
 
     def check_request(self, event: h11.Request) -> Refusal | None:
         if self.ticket is not None:
             self.ticket.head_done()
+        if self.internal and is_websocket_attempt(event):
+            return super().check_request(event) or Refusal(404, "no WebSockets on the internal port")
         refusal = super().check_request(event) or self._admission_refusal(event)
         if refusal is not None and refusal.status in (403, 429, 503):
             REFUSALS.note(refusal, self._peer)

@@ -10,8 +10,13 @@ from realtime.close_codes import CloseCode
 from realtime.settings import ServiceSettings
 
 
+def metrics_url(client: TestClient) -> str:
+    """``/metrics`` on the app's internal port (the public one answers 404: realtime.operator)."""
+    return f"http://testserver:{client.app.state.settings.internal_port}/metrics"
+
+
 def samples(client: TestClient) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    response = client.get("/metrics")
+    response = client.get(metrics_url(client))
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")
     return {
@@ -60,7 +65,7 @@ def test_gauge_follows_a_client_and_closes_count_by_route_pattern_and_code() -> 
         assert value(after, "realtime_ws_connections_opened_total", **route) == 2
         assert value(after, "realtime_ws_connections_closed_total", **route, code="1000") == 1
         assert value(after, "realtime_ws_connections_closed_total", **route, code="4003") == 1
-        text = client.get("/metrics").text
+        text = client.get(metrics_url(client)).text
         assert "secret-room-1" not in text and "testclient" not in text
 
 
@@ -76,6 +81,7 @@ def test_an_unknown_close_code_is_counted_as_other() -> None:
 
 def test_metrics_off_means_no_endpoint() -> None:
     with TestClient(app_with_rooms("metrics-c", metrics=False)) as client:
+        assert client.get(metrics_url(client)).status_code == 404
         assert client.get("/metrics").status_code == 404
         with client.websocket_connect("/ws/r") as ws:
             ws.send_text("x")

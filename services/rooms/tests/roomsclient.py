@@ -19,9 +19,9 @@ DEADLINE = 10.0
 async def served(**overrides: Any) -> AsyncIterator[tuple[FastAPI, str]]:
     overrides.setdefault("bus_url", "memory://")
     overrides.setdefault("access_log", False)
-    settings = RoomsSettings(port=free_port(), **overrides)
+    settings = RoomsSettings(port=free_port(), internal_port=free_port(), **overrides)
     app = create_app(settings)
-    async with serving(app, settings, deadline=DEADLINE) as running:
+    async with serving(app, settings, deadline=DEADLINE, internal=True) as running:
         async with asyncio.timeout(DEADLINE):
             while not app.state.rooms.history_ready:
                 await asyncio.sleep(0.01)

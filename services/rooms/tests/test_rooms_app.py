@@ -56,7 +56,8 @@ async def test_subscription_follows_local_membership() -> None:
             }
             assert room_subjects(app) == ["rooms.lobby"]  # one per room, not one per member
         async with asyncio.timeout(DEADLINE):
-            while (await asyncio.to_thread(get_json, url, "/rooms"))["subscriptions"]:
+            internal = f"http://127.0.0.1:{app.state.settings.internal_port}"  # /rooms is an operator path
+            while (await asyncio.to_thread(get_json, internal, "/rooms"))["subscriptions"]:
                 await asyncio.sleep(0.01)
         assert room_subjects(app) == []
 

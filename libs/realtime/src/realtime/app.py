@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from realtime import metrics
 from realtime.bus import Bus, create_bus
 from realtime.connections import ConnectionCount, CountWebSockets
+from realtime.operator import add_operator_route, guard
 from realtime.pulse import Sampler
 from realtime.settings import ServiceSettings
 
@@ -42,7 +43,8 @@ def create_service_app(
 ) -> FastAPI:
     """A FastAPI app whose lifespan connects the bus, then runs the service's own lifespan.
 
-    ``GET /metrics`` serves the Prometheus metrics (realtime.metrics) unless ``METRICS=false``.
+    ``GET /metrics`` serves the Prometheus metrics (realtime.metrics) unless ``METRICS=false``, on the
+    internal port only (``INTERNAL_PORT``, realtime.operator); ``/healthz`` and ``/readyz`` on both ports.
 
     ``app.state.readiness`` holds named checks; /readyz is 200 only when every check passes, and the bus
     is connected unless ``ready_needs_bus`` is False (the gateway routes traffic without NATS).
@@ -85,9 +87,10 @@ def create_service_app(
     app.add_middleware(
         CountWebSockets, count=websocket_count, service=settings.service_name, metrics_on=settings.metrics
     )
+    guard(app, settings)  # operator routes on INTERNAL_PORT only (realtime.operator)
     if settings.metrics:
         # Prometheus text format; in multiprocess mode (gateway workers) the sum over every worker.
-        app.add_route("/metrics", metrics.metrics_endpoint, include_in_schema=False)
+        add_operator_route(app, "/metrics", metrics.metrics_endpoint)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:

@@ -3,6 +3,7 @@
 with live in ``realtime.transport``."""
 
 import contextlib
+import logging
 import os
 import shutil
 import signal
@@ -18,6 +19,7 @@ from uvicorn.supervisors import Multiprocess
 from realtime import metrics
 from realtime.heads import BoundedH11Protocol, HeadLimits
 from realtime.logs import setup_logging
+from realtime.operator import internal_listener, internal_url
 from realtime.settings import ServiceSettings
 from realtime.transport import FRAME_WRITER as FRAME_WRITER  # re-exported: where it was before
 from realtime.transport import FrameWriter as FrameWriter  # re-exported
@@ -86,19 +88,27 @@ def serve(
 ) -> None:
     """Blocks until SIGINT/SIGTERM: then clients get 1001, the lifespan drains the bus, and it exits.
 
-    With ``settings.uds`` the same server also listens on that Unix socket."""
+    The same server also listens on the internal port (realtime.operator) and, with ``settings.uds``, on
+    that Unix socket."""
     setup_logging(settings.log_level, settings.log_format, **log_names(settings))
     config = uvicorn_config(app_factory, settings, ws=ws, http=http)
     server = Server(config)
-    if settings.uds is None:
-        server.run()
-        return
-    sockets = [config.bind_socket(), unix_listener(settings.uds)]
+    sockets = listeners(config, settings)
+    if settings.uds is not None:
+        sockets.append(unix_listener(settings.uds))
     try:
         server.run(sockets=sockets)
     finally:
-        with contextlib.suppress(OSError):
-            os.unlink(settings.uds)
+        if settings.uds is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(settings.uds)
+
+
+def listeners(config: uvicorn.Config, settings: ServiceSettings) -> list[socket.socket]:
+    """The public port and the internal (operator) port, bound; uvicorn logs the first, this the second."""
+    sockets = [config.bind_socket(), internal_listener(settings)]
+    logging.getLogger("realtime.serve").info("operator endpoints on %s", internal_url(settings))
+    return sockets
 
 
 def log_names(settings: ServiceSettings) -> dict[str, str]:
@@ -139,7 +149,7 @@ def serve_workers(
         # a freshly spawned worker answers only once its imports are done, which on a busy machine can
         # take longer, and then it is killed and respawned forever.
         config.timeout_worker_healthcheck = WORKER_HEALTHCHECK_TIMEOUT
-        MetricsMultiprocess(config, sockets=[config.bind_socket()]).run()
+        MetricsMultiprocess(config, sockets=listeners(config, settings)).run()  # every worker: both ports
 
 
 @contextlib.contextmanager

@@ -4,7 +4,7 @@ import os
 import socket
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from realtime.forwarded import parse_trusted
@@ -46,6 +46,20 @@ class ServiceSettings(BaseSettings):
     """Prometheus metrics at `GET /metrics`; `false` removes the endpoint and stops all counting (to measure
     their cost).
     """
+    # The internal (operator) listener, as Centrifugo's internal port: realtime.operator.
+    internal_host: str | None = Field(
+        default=None,
+        description="Address of the internal (operator) port, which serves /metrics, the gateway's "
+        "/upstreams and the rooms' /rooms (never the public PORT: it answers 404 for them) besides /healthz "
+        "and /readyz. Unset: the same address as HOST. Let only monitoring reach it.",
+    )
+    internal_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="The internal (operator) port: the only port that serves /metrics, the gateway's "
+        "/upstreams and the rooms' /rooms; /healthz and /readyz answer here too. Unset: PORT + 1000.",
+    )
 
     # memory:// for one process; nats://host:port[,host:port...] for replicas and clusters.
     bus_url: str = "nats://127.0.0.1:4222"
@@ -118,3 +132,16 @@ class ServiceSettings(BaseSettings):
     @classmethod
     def _lower_level(cls, value: str) -> str:
         return value.lower()
+
+    @model_validator(mode="after")
+    def _internal_listener(self) -> "ServiceSettings":
+        """INTERNAL_HOST defaults to HOST, INTERNAL_PORT to PORT + 1000; never the public port itself."""
+        if self.internal_host is None:
+            self.internal_host = self.host
+        if self.internal_port is None:
+            if not 1 <= self.port + 1000 <= 65535:
+                raise ValueError(f"PORT {self.port} + 1000 is not a port: set INTERNAL_PORT")
+            self.internal_port = self.port + 1000
+        if self.internal_port == self.port:
+            raise ValueError(f"INTERNAL_PORT {self.internal_port} must differ from PORT")
+        return self

@@ -12,6 +12,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from realtime.heads import BoundedH11Protocol
+from realtime.operator import internal_listener, internal_url
 from realtime.serve import uvicorn_config
 from realtime.settings import ServiceSettings
 from realtime.transport import GracefulWebSocketProtocol
@@ -35,6 +36,7 @@ def free_port() -> int:
 class Served:
     server: uvicorn.Server
     url: str  # ws://host:port
+    internal_url: str | None = None  # http://host:internal_port, when served with ``internal=True``
 
 
 @contextlib.asynccontextmanager
@@ -45,11 +47,15 @@ async def serving(
     ws: type = GracefulWebSocketProtocol,
     http: type = BoundedH11Protocol,
     deadline: float = 10.0,
+    internal: bool = False,
 ) -> AsyncIterator[Served]:
     """Run ``app`` on ``settings.host:settings.port`` until the block ends, then shut it down (``ws``,
-    ``http``: the protocols, as ``realtime.serve.serve`` takes them)."""
-    server = uvicorn.Server(uvicorn_config(lambda: app, settings, ws=ws, http=http))
-    task = asyncio.create_task(server.serve())
+    ``http``: the protocols, as ``realtime.serve.serve`` takes them). ``internal``: also listen on the
+    internal (operator) port, as ``serve`` does (give the settings a free ``internal_port`` for it)."""
+    config = uvicorn_config(lambda: app, settings, ws=ws, http=http)
+    server = uvicorn.Server(config)
+    sockets = [config.bind_socket(), internal_listener(settings)] if internal else None
+    task = asyncio.create_task(server.serve(sockets))
     async with asyncio.timeout(deadline):
         while not server.started:
             if task.done():
@@ -57,7 +63,8 @@ async def serving(
                 raise RuntimeError("uvicorn stopped before it started")
             await asyncio.sleep(0.01)
     try:
-        yield Served(server, f"ws://{settings.host}:{settings.port}")
+        operator = internal_url(settings) if internal else None
+        yield Served(server, f"ws://{settings.host}:{settings.port}", operator)
     finally:
         server.should_exit = True
         await asyncio.wait_for(task, deadline)

@@ -24,6 +24,7 @@ from realtime import metrics
 from realtime.app import create_service_app
 from realtime.close_codes import CloseCode
 from realtime.frames import text_frame
+from realtime.operator import operator_route
 from realtime.tasks import cancel_and_wait
 from realtime.transport import frame_writer
 
@@ -107,9 +108,10 @@ def create_app(settings: RoomsSettings | None = None) -> FastAPI:
         on,
     )
 
-    @app.get("/rooms", include_in_schema=False)
+    @operator_route(app, "/rooms")
     async def room_stats() -> dict[str, int]:
-        """Counts only (rooms, NATS subscriptions, local members, slow consumers cut off)."""
+        """Counts only (rooms, NATS subscriptions, local members, slow consumers cut off); on the
+        internal port only (realtime.operator)."""
         return app.state.rooms.stats()
 
     @app.websocket("/ws/{room_id}")

@@ -49,6 +49,9 @@ GATEWAY_MODULE = "gateway"
 PER_PROCESS = ("PORT", "HOST", "BUS_URL", "SERVICE_NAME", "INSTANCE_ID", "UPSTREAMS", "ROUTES", "UDS")
 # Never shared between processes: a multi-worker process makes a folder of its own (serve_workers).
 PER_PROCESS += ("PROMETHEUS_MULTIPROC_DIR",)
+# The internal (operator) port, PORT + 1000 with fixed ports, else a free one of its own (INTERNAL_HOST,
+# like any other setting, passes through: 127.0.0.1 by default, as HOST).
+PER_PROCESS += ("INTERNAL_PORT",)
 
 
 def parse_scale(text: str) -> dict[str, int]:
@@ -78,6 +81,7 @@ class Process:
     port: int
     health_url: str
     log_path: Path
+    internal_port: int | None = None  # /metrics and other operator endpoints (realtime.operator)
     popen: subprocess.Popen[bytes] | None = None
     _pump: threading.Thread | None = None
     # Supervision: stopped on purpose (never restarted), restarts in a row, when it started, next restart.
@@ -95,6 +99,11 @@ class Process:
     @property
     def running(self) -> bool:
         return self.popen is not None and self.popen.poll() is None
+
+    @property
+    def internal_url(self) -> str:
+        """``http://127.0.0.1:<internal port>``: ``/metrics`` and the other operator endpoints."""
+        return f"http://127.0.0.1:{self.internal_port}"
 
 
 @dataclass
@@ -210,6 +219,11 @@ class Stack:
     def http_url(self) -> str:
         return f"http://127.0.0.1:{self.config.gateway_port}"
 
+    @property
+    def internal_url(self) -> str:
+        """The gateway's internal (operator) port: ``/metrics``, ``/upstreams``."""
+        return self.processes["gateway"].internal_url
+
     def replicas(self, service: str) -> list[Process]:
         return [p for n, p in self.processes.items() if n.rsplit("-", 1)[0] == service and n != service]
 
@@ -253,6 +267,7 @@ class Stack:
             "BUS_URL": self.bus_url,
             "SERVICE_NAME": service,
             "INSTANCE_ID": instance,
+            "INTERNAL_PORT": str(port + 1000 if self.config.fixed_ports else free_port()),
         }
 
     def _add_service(self, name: str, service: str, module: str, port: int, health_path: str) -> str:
@@ -268,7 +283,9 @@ class Stack:
     def _add(self, name: str, argv: list[str], env: dict[str, str], port: int, health: str) -> None:
         base = {k: v for k, v in os.environ.items() if k not in PER_PROCESS}
         full_env = base | self.config.env | env | {"PYTHONUNBUFFERED": "1"}
-        self.processes[name] = Process(name, argv, full_env, port, health, self.log_dir / f"{name}.log")
+        internal = int(env["INTERNAL_PORT"]) if "INTERNAL_PORT" in env else None
+        log = self.log_dir / f"{name}.log"
+        self.processes[name] = Process(name, argv, full_env, port, health, log, internal)
 
     # --- life cycle --------------------------------------------------------------------------
     def start(self, timeout: float = 30.0) -> None:
@@ -494,12 +511,15 @@ class Stack:
         workers = gateway.env.get("GATEWAY_WORKERS", "auto")
         yield (
             f"gateway     {self.gateway_url}  {paths}   pid {gateway.pid}   workers {workers}   "
-            f"page {self.http_url}/"
+            f"page {self.http_url}/   internal {gateway.internal_url}"
         )
         for name, process in self.processes.items():
             if name != "gateway":
+                internal = f"   internal :{process.internal_port}" if process.internal_port else ""
                 via = f"   socket {process.env['UDS']}" if "UDS" in process.env else ""
-                yield f"{name:<11} 127.0.0.1:{process.port}{via}   pid {process.pid}   log {process.log_path}"
+                where = f"127.0.0.1:{process.port}{internal}{via}"
+                yield f"{name:<11} {where}   pid {process.pid}   log {process.log_path}"
+        yield "(/metrics, the gateway's /upstreams and the rooms' /rooms answer on the internal ports only)"
 
 
 def _end_group(pgid: int, grace: float = 5.0) -> None:
