@@ -114,7 +114,7 @@ async def test_a_denied_join_sees_the_apps_code_and_joins_nothing(
             assert await closed_with(refused) == (4403, "not on the list")
         async with httpx.AsyncClient(trust_env=False) as http:
             for replica in hook_stack.replicas("rooms"):
-                stats = (await http.get(f"http://127.0.0.1:{replica.port}/rooms")).json()
+                stats = (await http.get(f"{replica.internal_url}/rooms")).json()
                 assert stats["members"] <= 1  # the watcher on one replica; the refused member nowhere
 
 
@@ -195,7 +195,7 @@ async def test_hook_metrics_carry_no_room_user_or_url_and_no_secret_reaches_a_lo
     texts = []
     async with httpx.AsyncClient(trust_env=False) as http:
         for replica in hook_stack.replicas("rooms"):
-            texts.append((await http.get(f"http://127.0.0.1:{replica.port}/metrics")).text)
+            texts.append((await http.get(f"{replica.internal_url}/metrics")).text)
     scraped = "\n".join(texts)
     assert 'realtime_hook_calls_total{hook="join",outcome="allow",service="rooms"}' in scraped
     assert "realtime_hook_seconds_bucket" in scraped
