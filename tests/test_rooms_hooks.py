@@ -8,6 +8,7 @@ answered 500. Texts with ``badword`` are denied with 4422, ``shout:`` ones repla
 ``slow:`` ones answered late the first time each id is seen.
 """
 
+import asyncio
 import json
 import urllib.parse
 from collections.abc import Iterator
@@ -15,6 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
+import realtime_client
 from devstack.stack import Stack
 from realtime.close_codes import CloseCode
 from rooms_service.signing import new_secret
@@ -175,6 +177,16 @@ async def test_a_slow_publish_hook_stores_nothing_and_a_resend_is_stored_once(ho
     async with gateway_client(hook_stack) as api:
         page = (await api.get("/api/rooms/open-slowpub/messages", headers=AUTH)).json()
     assert [m["text"] for m in page["messages"]] == ["slow:please"]
+
+
+async def test_the_python_client_raises_refused_for_a_denied_send_and_goes_on(hook_stack: Stack) -> None:
+    async with realtime_client.Room(hook_stack.gateway_url, "open-client") as room:
+        with pytest.raises(realtime_client.Refused) as refused:
+            await asyncio.wait_for(room.send("a badword"), 10)
+        assert (refused.value.code, refused.value.reason) == (4422, "no bad words")
+        assert await asyncio.wait_for(room.send("shout:fine"), 10) >= 1
+        message = await asyncio.wait_for(anext(aiter(room)), 10)
+        assert message.text == "FINE"
 
 
 async def test_api_publishes_go_through_the_publish_hook(hook_stack: Stack) -> None:

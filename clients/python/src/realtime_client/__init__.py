@@ -16,7 +16,7 @@ protocol's (docs/asyncapi.yaml, ``x-close-codes``).
 """
 
 from realtime_client.backoff import Backoff
-from realtime_client.closes import FINAL, RECONNECT, Closed, Forbidden, InvalidToken, RoomClosed
+from realtime_client.closes import FINAL, RECONNECT, Closed, Forbidden, InvalidToken, Refused, RoomClosed
 from realtime_client.pulse import Pulse
 from realtime_client.room import Gap, Message, Presence, Room, TokenSource, Welcome
 
@@ -31,6 +31,7 @@ __all__ = [
     "Message",
     "Presence",
     "Pulse",
+    "Refused",
     "Room",
     "RoomClosed",
     "TokenSource",

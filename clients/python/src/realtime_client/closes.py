@@ -20,6 +20,16 @@ class Closed(Exception):
         self.reason = reason
 
 
+class Refused(Exception):
+    """One send was not stored: the app's publish hook denied it (its code and reason), or could not
+    decide in time (1013: send it again with the same id). The session goes on."""
+
+    def __init__(self, code: int, reason: str = "") -> None:
+        super().__init__(f"refused with {code}" + (f" {reason!r}" if reason else ""))
+        self.code = code
+        self.reason = reason
+
+
 class RoomClosed(Closed):
     """A room's session ended for good (1008 invalid room id or rate limit, 1009, 4004, ...)."""
 

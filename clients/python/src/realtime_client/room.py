@@ -39,7 +39,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from realtime_client.backoff import Backoff
-from realtime_client.closes import ABNORMAL, closed_error, should_reconnect
+from realtime_client.closes import ABNORMAL, Refused, closed_error, should_reconnect
 
 
 @dataclass(frozen=True)
@@ -220,7 +220,8 @@ class Room:
     async def send(self, text: str, *, id: str | None = None) -> int:
         """Send ``text``; returns its stored seq once acknowledged. Across reconnects it is sent again
         with the same id until then. Raises ``RoomClosed`` (``InvalidToken``, ``Forbidden``) if the room
-        closes for good first.
+        closes for good first, ``Refused`` if the app's publish hook refused it (code 1013: it could not
+        decide; sending it again with the same ``id`` is safe).
         ``id`` (at most 128 printable characters, unique in the room for ROOM_DEDUP_WINDOW) defaults
         to ``<client_id>-<n>``."""
         if self._error is not None:
@@ -335,6 +336,10 @@ class Room:
             pending = self._pending.get(event["id"])
             if pending is not None and not pending[1].done():
                 pending[1].set_result(event["seq"])
+        elif kind == "error":  # the app's publish hook refused a send (or could not decide: 1013)
+            pending = self._pending.get(event.get("id", ""))
+            if pending is not None and not pending[1].done():
+                pending[1].set_exception(Refused(event["code"], event.get("reason", "")))
         elif kind in ("join", "leave", "members"):
             self.count = event["count"]
             who = {"user": event.get("user"), "name": event.get("name")}
