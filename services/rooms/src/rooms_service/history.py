@@ -103,7 +103,9 @@ class History:
                 self.published.value += 1
                 return ack
             except Exception as exc:
-                backoff = backoff or Backoff(first=0.05, limit=1.0)
+                # At most 0.25 s apart: after a JetStream leader election the store lands within a quarter
+                # second of the new leader, not up to a second later (docs/howto/nats-cluster.md).
+                backoff = backoff or Backoff(first=0.05, limit=0.25)
                 delay = backoff.next()
                 if loop.time() + delay > deadline:
                     raise

@@ -18,6 +18,7 @@ def config_from_env() -> StackConfig:
         gateway_port=settings.port,
         nats_port=settings.nats_port,
         nats_monitor_port=settings.nats_monitor_port,
+        nats_cluster_port=settings.nats_cluster_port,
         log_dir=settings.stack_log_dir,
         echo_logs=not settings.stack_quiet,
         fixed_ports=not settings.stack_free_ports,

@@ -16,12 +16,15 @@ class LauncherSettings(BaseSettings):
     """The gateway's port."""
     scale: str = "echo=1 rooms=1 stats=1"
     """Replicas per service, e.g. `rooms=2 stats=2` (spaces or commas; a service not named runs once);
-    replica *i* listens on the service's base port + *i* - 1."""
+    replica *i* listens on the service's base port + *i* - 1. `nats=3` (or 5) starts a JetStream cluster of
+    that many nodes on loopback instead of one NATS server."""
     nats_port: int = Field(default=4222, ge=1, le=65535)
     """The local NATS server's client port (JetStream on, data in `<STACK_LOG_DIR>/jetstream`, kept between
     runs)."""
     nats_monitor_port: int = Field(default=8222, ge=1, le=65535)
-    """The local NATS server's monitoring port (`/healthz`, `/varz`)."""
+    """The local NATS server's monitoring port (`/healthz`, `/varz`); cluster node *i*: this + *i* - 1."""
+    nats_cluster_port: int = Field(default=6222, ge=1, le=65535)
+    """With `SCALE=nats=N`: node *i*'s route (cluster) port is this + *i* - 1."""
     stack_log_dir: Path = Path(".stack/logs")
     """One log file per process (and the Unix sockets); a run first removes the `*.log` and `*.sock` an
     earlier run left there."""

@@ -9,6 +9,12 @@ that exits unexpectedly, with backoff (``RestartPolicy``), and logs which proces
 it is back; the others keep running. A restart reuses the process's command line, so NATS comes back on
 the same port with the same JetStream store (``-sd``) and a service on the same port and Unix socket.
 A process stopped on purpose (``stop_process``) stays stopped until ``start_process``.
+
+``SCALE="nats=3"`` (any odd number up to 5) runs a JetStream cluster instead of the one server: nodes
+``nats-1``..``nats-N``, each its own process, client/cluster/monitoring ports and store folder, all from the
+one node template ``deploy/bases/nats/nats.conf`` (compose's ``cluster`` profile and the Kubernetes
+StatefulSet use the same file). Every service gets every node's URL, each replica a different one first,
+and the rooms stream follows the cluster size (``ROOM_STREAM_REPLICAS``) unless that is set.
 """
 
 import contextlib
@@ -34,7 +40,16 @@ from typing import BinaryIO
 from realtime.backoff import Backoff
 from realtime.testing import free_port
 
-__all__ = ["RestartPolicy", "Stack", "StackConfig", "StackError", "free_port", "parse_scale"]
+__all__ = [
+    "NATS_TEMPLATE",
+    "NatsNode",
+    "RestartPolicy",
+    "Stack",
+    "StackConfig",
+    "StackError",
+    "free_port",
+    "parse_scale",
+]
 
 logger = logging.getLogger("devstack")
 
@@ -53,14 +68,22 @@ PER_PROCESS += ("PROMETHEUS_MULTIPROC_DIR",)
 # like any other setting, passes through: 127.0.0.1 by default, as HOST).
 PER_PROCESS += ("INTERNAL_PORT",)
 
+# The one NATS node configuration (a cluster's nodes read their own values from NATS_* variables).
+NATS_TEMPLATE = Path(__file__).resolve().parents[4] / "deploy" / "bases" / "nats" / "nats.conf"
+NATS_SIZES = (1, 3, 5)  # a JetStream cluster needs an odd number of nodes for a clear majority
+
 
 def parse_scale(text: str) -> dict[str, int]:
-    """``"rooms=2 stats=2"`` (spaces or commas) -> ``{"echo": 1, "rooms": 2, "stats": 2}``."""
-    scale = dict.fromkeys(SERVICES, 1)
+    """``"rooms=2 nats=3"`` (spaces or commas) -> ``{"echo": 1, "rooms": 2, "stats": 1, "nats": 3}``."""
+    scale = dict.fromkeys(SERVICES, 1) | {"nats": 1}
     for part in text.replace(",", " ").split():
         name, _, count = part.partition("=")
-        if name not in SERVICES or not count.isdigit() or int(count) < 1:
-            raise ValueError(f"SCALE entry {part!r}: use service=count with service in {sorted(SERVICES)}")
+        if name not in scale or not count.isdigit() or int(count) < 1:
+            raise ValueError(f"SCALE entry {part!r}: use name=count with name in {sorted(scale)}")
+        if name == "nats" and int(count) not in NATS_SIZES:
+            raise ValueError(
+                f"SCALE entry {part!r}: a NATS cluster has 1, 3 or 5 nodes (for a clear majority)"
+            )
         scale[name] = int(count)
     return scale
 
@@ -106,12 +129,33 @@ class Process:
         return f"http://127.0.0.1:{self.internal_port}"
 
 
+@dataclass(frozen=True)
+class NatsNode:
+    """One NATS server of the stack: ``nats`` alone, or ``nats-1``..``nats-N`` of a cluster."""
+
+    name: str
+    port: int  # clients
+    monitor_port: int  # HTTP monitoring: /healthz, /jsz
+    cluster_port: int | None  # routes between the nodes (a cluster only)
+    store_dir: Path  # JetStream keeps <store_dir>/jetstream
+    host: str = "127.0.0.1"  # every port's address (another one only in a test's network namespace)
+
+    @property
+    def url(self) -> str:
+        return f"nats://{self.host}:{self.port}"
+
+    @property
+    def monitor_url(self) -> str:
+        return f"http://{self.host}:{self.monitor_port}"
+
+
 @dataclass
 class StackConfig:
     scale: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SERVICES, 1))
     gateway_port: int = 8000
     nats_port: int = 4222
     nats_monitor_port: int = 8222
+    nats_cluster_port: int = 6222  # a cluster's routes: node i on this port + i - 1 (fixed ports)
     fixed_ports: bool = True  # False: every process on a free loopback port (tests)
     env: dict[str, str] = field(default_factory=dict)  # extra settings for every service
     # The gateway reaches each service over a Unix socket in the log folder (TCP stays for health): the
@@ -121,6 +165,9 @@ class StackConfig:
     extra_services: dict[str, tuple[str, str]] = field(default_factory=dict)
     log_dir: Path | None = None
     echo_logs: bool = False  # also print every log line, prefixed with the process name
+    # Test-only (the network partition fault): cluster node i runs inside network namespace
+    # nats_netns[i-1][0] (``ip netns exec``) at address nats_netns[i-1][1] instead of 127.0.0.1.
+    nats_netns: list[tuple[str, str]] = field(default_factory=list)
 
     @classmethod
     def like_make_run(cls, scale: str = "", **env: str) -> "StackConfig":
@@ -209,7 +256,18 @@ class Stack:
     # --- what runs where ---------------------------------------------------------------------
     @property
     def bus_url(self) -> str:
-        return f"nats://127.0.0.1:{self.config.nats_port}"
+        """Every NATS node's URL, the first node first (what a client outside the stack may use)."""
+        return self.bus_url_for(0)
+
+    def bus_url_for(self, index: int) -> str:
+        """Every node's URL, starting at node ``index`` (mod N): replicas spread their first connection."""
+        urls = [node.url.removeprefix("nats://") for node in self.nats_nodes]
+        start = index % len(urls)
+        return "nats://" + ",".join(urls[start:] + urls[:start])
+
+    @property
+    def clustered(self) -> bool:
+        return len(self.nats_nodes) > 1
 
     @property
     def gateway_url(self) -> str:
@@ -224,16 +282,19 @@ class Stack:
         """The gateway's internal (operator) port: ``/metrics``, ``/upstreams``."""
         return self.processes["gateway"].internal_url
 
+    @property
+    def nats_names(self) -> list[str]:
+        return [node.name for node in self.nats_nodes]
+
+    def _service_names(self) -> list[str]:
+        return [n for n in self.processes if n != "gateway" and n not in self.nats_names]
+
     def replicas(self, service: str) -> list[Process]:
         return [p for n, p in self.processes.items() if n.rsplit("-", 1)[0] == service and n != service]
 
     def _plan(self) -> None:
         cfg = self.config
-        # nats-server keeps JetStream data in <store_dir>/jetstream: here <log folder>/jetstream.
-        nats_argv = [_nats_server_binary(), "-a", "127.0.0.1", "-p", str(cfg.nats_port)]
-        nats_argv += ["-m", str(cfg.nats_monitor_port), "-js", "-sd", str(self.log_dir)]
-        nats_argv += ["-n", "devstack-nats"]
-        self._add("nats", nats_argv, {}, cfg.nats_port, f"http://127.0.0.1:{cfg.nats_monitor_port}/healthz")
+        self.nats_nodes = self._plan_nats(cfg.scale.get("nats", 1))
 
         upstreams: dict[str, list[str]] = {}
         for service, (module, base) in SERVICES.items():
@@ -241,7 +302,7 @@ class Stack:
             for i in range(1, cfg.scale.get(service, 1) + 1):
                 port = base + i - 1 if cfg.fixed_ports else free_port()
                 upstreams[service].append(
-                    self._add_service(f"{service}-{i}", service, module, port, "/readyz")
+                    self._add_service(f"{service}-{i}", service, module, port, "/readyz", i - 1)
                 )
 
         routes = {"/echo": "echo", "/ws/{room_id}": "rooms", "/stats": "stats"}
@@ -260,19 +321,72 @@ class Stack:
             f"http://127.0.0.1:{cfg.gateway_port}/readyz",
         )
 
-    def _service_env(self, service: str, instance: str, port: int) -> dict[str, str]:
-        return {
+    def _plan_nats(self, size: int) -> list[NatsNode]:
+        """One server (``nats``, as always), or a cluster of ``size`` nodes from the one node template."""
+        cfg = self.config
+        binary = _nats_server_binary()
+        if size == 1:
+            # nats-server keeps JetStream data in <store_dir>/jetstream: here <log folder>/jetstream.
+            node = NatsNode("nats", cfg.nats_port, cfg.nats_monitor_port, None, self.log_dir)
+            argv = [binary, "-a", "127.0.0.1", "-p", str(node.port), "-m", str(node.monitor_port)]
+            argv += ["-js", "-sd", str(node.store_dir), "-n", "devstack-nats"]
+            self._add(node.name, argv, {}, node.port, f"{node.monitor_url}/healthz")
+            return [node]
+        nodes = []
+        for i in range(1, size + 1):
+            if cfg.fixed_ports:
+                ports = (cfg.nats_port + i - 1, cfg.nats_monitor_port + i - 1, cfg.nats_cluster_port + i - 1)
+            else:
+                ports = (free_port(), free_port(), free_port())
+            host = cfg.nats_netns[i - 1][1] if cfg.nats_netns else "127.0.0.1"
+            nodes.append(NatsNode(f"nats-{i}", *ports, self.log_dir / f"nats-{i}", host))
+        routes = ", ".join(f"nats://{node.host}:{node.cluster_port}" for node in nodes)
+        for i, node in enumerate(nodes):
+            node.store_dir.mkdir(parents=True, exist_ok=True)
+            env = nats_node_env(
+                server_name=node.name,
+                listen=f"{node.host}:{node.port}",
+                http=f"{node.host}:{node.monitor_port}",
+                cluster_listen=f"{node.host}:{node.cluster_port}",
+                routes=f"[{routes}]",
+                store_dir=str(node.store_dir),
+                pid_file=str(self.log_dir / f"{node.name}.pid"),
+            )
+            argv = [binary, "--config", str(NATS_TEMPLATE)]
+            if cfg.nats_netns:  # `ip netns exec` execs the server itself: same pid, same signals
+                argv = ["ip", "netns", "exec", cfg.nats_netns[i][0], *argv]
+            # /healthz answers 200 once this node's JetStream is current with the cluster.
+            self._add(node.name, argv, env, node.port, f"{node.monitor_url}/healthz")
+        return nodes
+
+    def nats_node(self, name: str) -> NatsNode:
+        return next(node for node in self.nats_nodes if node.name == name)
+
+    def _service_env(self, service: str, instance: str, port: int, index: int = 0) -> dict[str, str]:
+        env = {
             "PORT": str(port),
             "HOST": "127.0.0.1",
-            "BUS_URL": self.bus_url,
+            "BUS_URL": self.bus_url_for(index),
             "SERVICE_NAME": service,
             "INSTANCE_ID": instance,
             "INTERNAL_PORT": str(port + 1000 if self.config.fixed_ports else free_port()),
         }
+        if self.clustered:  # each replica another node first: nats-py keeps the order given
+            env["NATS_RANDOMIZE"] = "false"
+        # The rooms history gets as many copies as the cluster has nodes, unless it is set.
+        if service == "rooms" and self.clustered and "ROOM_STREAM_REPLICAS" not in self._settings():
+            env["ROOM_STREAM_REPLICAS"] = str(len(self.nats_nodes))
+        return env
 
-    def _add_service(self, name: str, service: str, module: str, port: int, health_path: str) -> str:
+    def _settings(self) -> set[str]:
+        """Names set for every process: the environment and the configured extras."""
+        return {k.upper() for k in (*os.environ, *self.config.env)}
+
+    def _add_service(
+        self, name: str, service: str, module: str, port: int, health_path: str, index: int = 0
+    ) -> str:
         """Plan one service replica; returns how the gateway reaches it (an UPSTREAMS entry)."""
-        env = self._service_env(service, name, port)
+        env = self._service_env(service, name, port, index)
         upstream = f"127.0.0.1:{port}"
         if self.config.unix_sockets:
             env["UDS"] = str(self.log_dir.resolve() / f"{name}.sock")
@@ -291,9 +405,9 @@ class Stack:
     def start(self, timeout: float = 30.0) -> None:
         self._clear_earlier_runs()
         # In stages, like compose's depends_on: NATS, then the services, then the gateway in front of them.
-        services = [n for n in self.processes if n not in ("gateway", "nats")]
+        services = self._service_names()
         try:
-            for stage in (["nats"], services, ["gateway"]):
+            for stage in (self.nats_names, services, ["gateway"]):
                 for name in stage:
                     self.start_process(name)
                 self.wait_ready(timeout, stage)
@@ -478,8 +592,8 @@ class Stack:
         if self._supervisor is not None:
             self._supervisor.join(10)
             self._supervisor = None
-        services = [n for n in self.processes if n not in ("gateway", "nats")]
-        for stage in (["gateway"], services, ["nats"]):
+        services = self._service_names()
+        for stage in (["gateway"], services, self.nats_names):
             running = [n for n in stage if self.processes[n].running]
             for name in running:
                 self.processes[name].popen.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
@@ -519,7 +633,34 @@ class Stack:
                 via = f"   socket {process.env['UDS']}" if "UDS" in process.env else ""
                 where = f"127.0.0.1:{process.port}{internal}{via}"
                 yield f"{name:<11} {where}   pid {process.pid}   log {process.log_path}"
+        for node in self.nats_nodes:
+            routes = f"   routes {node.host}:{node.cluster_port}" if node.cluster_port else ""
+            yield f"{node.name:<11} monitoring {node.monitor_url}/jsz{routes}   store {node.store_dir}"
+        if self.clustered:
+            yield f"NATS cluster of {len(self.nats_nodes)} nodes; BUS_URL {self.bus_url}"
         yield "(/metrics, the gateway's /upstreams and the rooms' /rooms answer on the internal ports only)"
+
+
+def nats_node_env(
+    *,
+    server_name: str,
+    listen: str,
+    http: str,
+    cluster_listen: str,
+    routes: str,
+    store_dir: str,
+    pid_file: str,
+) -> dict[str, str]:
+    """The values one node of a cluster gives the node template (``$NATS_*`` in nats.conf)."""
+    return {
+        "NATS_SERVER_NAME": server_name,
+        "NATS_LISTEN": listen,
+        "NATS_HTTP": http,
+        "NATS_CLUSTER_LISTEN": cluster_listen,
+        "NATS_ROUTES": routes,
+        "NATS_STORE_DIR": store_dir,
+        "NATS_PID_FILE": pid_file,
+    }
 
 
 def _end_group(pgid: int, grace: float = 5.0) -> None:

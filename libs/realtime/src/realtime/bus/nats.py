@@ -52,6 +52,10 @@ class NatsBus(Bus):
         name: str = "realtime",
         connect_timeout: float = 2.0,
         reconnect_wait: float = 0.5,
+        ping_interval: float = 2.0,
+        max_outstanding_pings: int = 2,
+        request_timeout: float = 2.0,
+        randomize: bool = True,
         service: str | None = None,
         metrics_on: bool = True,
     ) -> None:
@@ -66,6 +70,12 @@ class NatsBus(Bus):
         self._name = name
         self._connect_timeout = connect_timeout
         self._reconnect_wait = reconnect_wait
+        # A hung server (SIGSTOP, a partition without a reset) never closes the socket: unanswered pings
+        # find it; then nats-py reconnects to the next server of the pool (the cluster's other nodes).
+        self._ping_interval = ping_interval
+        self._max_outstanding_pings = max_outstanding_pings
+        self._request_timeout = request_timeout
+        self._randomize = randomize
         self._nc: Client | None = None
         self._ready = False
         self._first_connect: asyncio.Task[None] | None = None
@@ -100,6 +110,9 @@ class NatsBus(Bus):
                     reconnect_time_wait=self._reconnect_wait,
                     max_reconnect_attempts=-1,
                     allow_reconnect=True,
+                    ping_interval=self._ping_interval,
+                    max_outstanding_pings=self._max_outstanding_pings,
+                    dont_randomize=not self._randomize,
                     error_cb=self._on_error,
                     disconnected_cb=self._on_disconnected,
                     reconnected_cb=self._on_reconnected,
@@ -161,7 +174,8 @@ class NatsBus(Bus):
         nc = self._nc
         if nc is None or nc.is_closed:
             raise BusUnavailable("NATS is not connected")
-        return nc.jetstream(timeout=self._connect_timeout)
+        # A request to a hung server fails after request_timeout; the store is retried with the same id.
+        return nc.jetstream(timeout=self._request_timeout)
 
     async def ensure_stream(self, spec: StreamSpec) -> str:
         config = api.StreamConfig(
