@@ -40,6 +40,8 @@ from pathlib import Path
 from devstack.stack import Stack, StackConfig, free_port
 from websockets.asyncio.client import connect
 
+from bench import rooms_mux
+
 MEMBERS = int(os.environ.get("BENCH_ROOMS_MEMBERS", "1000"))
 SENDERS = int(os.environ.get("BENCH_ROOMS_SENDERS", "10"))
 SECONDS = float(os.environ.get("BENCH_ROOMS_SECONDS", "5"))
@@ -256,6 +258,8 @@ def main() -> None:
         print(f"{NODE} ...", file=sys.stderr, flush=True)
         results[NODE] = run_node(node)
     print_table(results)
+    if os.environ.get("BENCH_ROOMS_MUX", "1") != "0":  # many rooms on one connection (bench/rooms_mux.py)
+        rooms_mux.main()
 
 
 def print_table(results: dict[str, dict]) -> None:

@@ -229,3 +229,70 @@ def test_the_clients_follow_the_documents_close_table() -> None:
     block = re.search(r"RECONNECT_CODES = new Set\(\[(.*?)\]\)", js, re.S)
     assert block is not None
     assert {int(c) for c in re.findall(r"\b(\d{4}),", block.group(1))} == reconnect
+
+
+# --- /ws: one connection, many rooms ----------------------------------------------------------------
+def test_the_multiplexed_channel_describes_every_frame_both_ways() -> None:
+    channel = DOC["channels"]["rooms"]
+    assert channel["address"] == "/ws"
+    assert set(channel["messages"]) == {
+        "joinRoom",
+        "leaveRoom",
+        "sendToRoom",
+        "welcome",
+        "message",
+        "ack",
+        "join",
+        "leave",
+        "members",
+        "left",
+        "error",
+    }
+    assert set(channel["bindings"]["ws"]["query"]["properties"]) == {"token", "name"}
+    table_codes, app_codes = DOC["components"]["schemas"]["error"]["properties"]["code"]["anyOf"]
+    error_codes = set(table_codes["enum"])
+    assert error_codes <= set(close_table())
+    assert (app_codes["minimum"], app_codes["maximum"]) == (4000, 4999)  # a hook's deny: the app's code
+
+
+async def test_real_multiplexed_frames_validate(stack: Stack) -> None:
+    base = stack.gateway_url
+    token = jwt.encode(
+        {"sub": "mux", "name": "Mux", "rooms": ["mux-a", "mux-b"], "exp": int(time.time()) + 60},
+        TOKEN_SECRET,
+        algorithm="HS256",
+    )
+    async with await ws(f"{base}/ws?token={token}") as conn, await ws(f"{base}/ws") as other:
+        join = {"type": "join", "room": "mux-a", "ref": "a1"}
+        assert_valid("muxJoin", join)
+        await conn.send(json.dumps(join))
+        welcome = await next_event(conn, "welcome", ref="a1")
+        assert_valid("muxWelcome", welcome)
+        await other.send(json.dumps({"type": "join", "room": "mux-a", "ref": 7}))
+        assert_valid("muxWelcome", await next_event(other, "welcome", ref=7))
+        assert_valid("join", await next_event(conn, "join"))
+        send = {"type": "send", "room": "mux-a", "text": "hello", "id": "mux-1"}
+        assert_valid("muxSend", send)
+        await conn.send(json.dumps(send))
+        assert_valid("muxAck", await next_event(conn, "ack", id="mux-1"))
+        message = await next_event(other, "message", id="mux-1")
+        assert_valid("message", message)
+        refused = {"type": "join", "room": "mux-c", "ref": "c1"}  # not in the token's rooms
+        await conn.send(json.dumps(refused))
+        error = await next_event(conn, "error", ref="c1")
+        assert error["code"] == CloseCode.INVALID_TOKEN
+        assert_valid("error", error)
+        await conn.send(json.dumps({"type": "send", "room": "mux-b", "text": "not joined", "id": "mux-2"}))
+        assert_valid("error", await next_event(conn, "error", id="mux-2"))
+        leave = {"type": "leave", "room": "mux-a", "ref": "a2"}
+        assert_valid("muxLeave", leave)
+        await other.send(json.dumps(leave))
+        assert_valid("left", await next_event(other, "left", ref="a2"))
+        assert_valid("leave", await next_event(conn, "leave"))
+        # a resume on /ws: since/epoch in the join, recovered in the welcome
+        resume = {"type": "join", "room": "mux-a", "ref": "back", "since": 0, "epoch": welcome["epoch"]}
+        assert_valid("muxJoin", resume)
+        await other.send(json.dumps(resume))
+        again = await next_event(other, "welcome", ref="back")
+        assert "recovered" in again
+        assert_valid("muxWelcome", again)

@@ -424,3 +424,49 @@ def test_a_display_name_refused_by_the_room_shows_the_reason(browser: Browser, c
         join(page, "lobby")  # without a name it joins
         expect(page.locator("#chat-state")).to_have_attribute("data-state", "live", timeout=DEADLINE_MS)
         page.context.close()
+
+
+# --- several rooms in one tab over one connection (/ws) ---------------------------------------------
+def join_many(page: Page, room: str, password: str = "") -> None:
+    page.fill("#rooms-room-input", room)
+    page.fill("#rooms-pass-input", password)
+    page.click("#rooms-join-button")
+
+
+def test_several_rooms_in_one_tab_over_one_connection_with_unread_counts(
+    browser: Browser, stack: Stack, console: Console
+) -> None:
+    page = open_page(browser, stack, console)
+    sockets: list[str] = []
+    page.on("websocket", lambda ws: sockets.append(ws.url))
+    tab = lambda room: page.locator(f"#rooms-tabs button[data-room='{room}']")  # noqa: E731
+    log = lambda room: page.locator(f"#rooms-logs ol[data-room='{room}']")  # noqa: E731
+    join_many(page, "many-a")
+    expect(log("many-a")).to_contain_text("joined many-a", timeout=DEADLINE_MS)
+    join_many(page, "VIP", "not-the-password")
+    expect(page.locator("#rooms-notice")).to_contain_text(
+        "Could not join “VIP”: wrong password", timeout=DEADLINE_MS
+    )
+    expect(tab("VIP")).to_have_count(0)
+    join_many(page, "many-b")
+    expect(log("many-b")).to_contain_text("joined many-b", timeout=DEADLINE_MS)
+    expect(page.locator("#rooms-state")).to_have_attribute("data-state", "live")
+    # many-b is shown: a message to many-a counts as unread on its tab, then shows when the tab is picked
+    with sync_connect(f"{stack.gateway_url}/ws/many-a") as other:
+        other.send("for the room in the background")
+        expect(tab("many-a")).to_have_attribute("data-unread", "1", timeout=DEADLINE_MS)
+        page.fill("#rooms-say-input", "from the page to b")
+        page.click("#rooms-say-button")
+        expect(log("many-b").locator("li.me")).to_contain_text("from the page to b", timeout=DEADLINE_MS)
+        tab("many-a").click()
+        expect(log("many-a")).to_be_visible()
+        expect(log("many-a")).to_contain_text("for the room in the background")
+        expect(tab("many-a")).to_have_attribute("data-unread", "0")
+        page.fill("#rooms-say-input", "from the page to a")
+        page.click("#rooms-say-button")
+        assert other.recv(timeout=DEADLINE_MS / 1000) == "for the room in the background"
+        assert other.recv(timeout=DEADLINE_MS / 1000) == "from the page to a"
+    assert [url for url in sockets if "/ws" in url and "/ws/" not in url] == [f"{stack.gateway_url}/ws"]
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.locator("#rooms").screenshot(path=str(SCREENSHOTS / "rooms.png"))
+    page.context.close()

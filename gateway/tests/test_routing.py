@@ -81,3 +81,12 @@ def test_forwarded_allow_ips_has_the_services_type_and_meaning(monkeypatch) -> N
     monkeypatch.setenv("FORWARDED_ALLOW_IPS", "10.0.0.0/33")
     with pytest.raises(ValueError, match="FORWARDED_ALLOW_IPS"):
         GatewaySettings()
+
+
+@pytest.mark.parametrize(
+    ("path", "upstream"),
+    [("/ws", "rooms"), ("/ws/lobby", "rooms"), ("/ws/a/b", None), ("/echo", "echo"), ("/stats", "stats")],
+)
+def test_the_default_routes_send_both_room_paths_to_rooms(path: str, upstream: str | None) -> None:
+    """``/ws`` (many rooms on one connection) and ``/ws/{room_id}`` are both the rooms service's."""
+    assert RouteTable(GatewaySettings().routes).upstream_for(path) == upstream

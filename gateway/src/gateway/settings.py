@@ -14,7 +14,7 @@ class GatewaySettings(ServiceSettings):
     """Port to listen on: the one public address."""
 
     # WebSocket path pattern -> upstream name; ``{name}`` matches one path segment.
-    routes: dict[str, str] = {"/echo": "echo", "/ws/{room_id}": "rooms", "/stats": "stats"}
+    routes: dict[str, str] = {"/echo": "echo", "/ws/{room_id}": "rooms", "/ws": "rooms", "/stats": "stats"}
     """JSON: WebSocket path pattern to upstream name; `{name}` matches one path segment."""
     # Upstream name -> replicas as host:port; a host name may resolve to several replicas (compose DNS).
     upstreams: dict[str, list[str]] = {

@@ -99,7 +99,220 @@ TokenSource = str | Callable[[], str | Awaitable[str]]
 _END = object()
 
 
-class Room:
+class Member:
+    """What a client knows of one room it is in, and what it waits for there: the part ``Room`` (one
+    socket per room) and ``Joined`` (a room on a multiplexed ``Connection``) share. Messages reach the
+    iterator once each, in ``seq`` order; sends wait for their ack and are sent again, with the same id,
+    after each re-welcome until acknowledged."""
+
+    def __init__(
+        self,
+        room: str,
+        *,
+        password: str | None = None,
+        history: int = 0,
+        client_id: str | None = None,
+        join_timeout: float | None = 30.0,
+        on_gap: Callable[[Gap], None] | None = None,
+    ) -> None:
+        self.room = room
+        self.password = password
+        self.history = history
+        self.client_id = client_id or secrets.token_hex(6)
+        self.join_timeout = join_timeout
+        self.on_gap = on_gap
+        # what the client knows of the room
+        self.you: str | None = None
+        self.count = 0
+        self.epoch: str | None = None
+        self.last_seq: int | None = None  # the last message seq delivered (in this epoch)
+        self.welcome: Welcome | None = None
+        self.gaps: list[Gap] = []
+        # what happened to the connection, for callers and tests
+        self.closes: list[tuple[int, str]] = []
+        self.duplicates = 0  # messages dropped because their seq was not new
+        self.welcomes = 0
+        self.resent = 0  # sends sent again after a reconnect
+        self._since: int | None = None  # what the next connection asks for
+        self._events: asyncio.Queue[object] = asyncio.Queue()
+        self._pending: dict[str, tuple[str, asyncio.Future[int]]] = {}
+        self._ids = itertools.count()
+        self._joined = asyncio.Event()
+        self._error: Exception | None = None  # a final close (Closed), or what the token callable raised
+
+    # --- reading ---------------------------------------------------------------------------------
+    def __aiter__(self) -> AsyncIterator[Message]:
+        return self._messages()
+
+    async def _messages(self) -> AsyncIterator[Message]:
+        async for event in self.events():
+            if isinstance(event, Message):
+                yield event
+
+    async def events(self) -> AsyncIterator[Event]:
+        """Every message, presence event and gap, in the order the client learnt of them."""
+        while True:
+            item = await self._events.get()
+            if item is _END:
+                return
+            if isinstance(item, Exception):
+                self._events.put_nowait(item)  # every later reader sees it too
+                raise item
+            yield item  # type: ignore[misc]
+
+    # --- sending ---------------------------------------------------------------------------------
+    async def send(self, text: str, *, id: str | None = None) -> int:
+        """Send ``text``; returns its stored seq once acknowledged. Across reconnects it is sent again
+        with the same id until then. Raises ``RoomClosed`` (``InvalidToken``, ``Forbidden``) if the room
+        closes for good first, ``Refused`` if the server refused it: the app's publish hook denied it
+        (its code and reason) or could not decide (1013: sending it again with the same ``id`` is safe).
+        ``id`` (at most 128 printable characters, unique in the room for ROOM_DEDUP_WINDOW) defaults
+        to ``<client_id>-<n>``."""
+        if self._error is not None:
+            raise self._error
+        msg_id = id if id is not None else f"{self.client_id}-{next(self._ids)}"
+        if msg_id in self._pending:
+            raise ValueError(f"message id {msg_id!r} is already waiting for its ack")
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._pending[msg_id] = (text, future)
+        try:
+            if self._joined.is_set():
+                await self._transmit(text, msg_id)
+            return await future
+        finally:
+            self._pending.pop(msg_id, None)
+
+    async def _transmit(self, text: str, msg_id: str) -> None:
+        """Put one send on the wire (it may be lost: it goes again after the next welcome)."""
+        raise NotImplementedError
+
+    @property
+    def unacknowledged(self) -> int:
+        return len(self._pending)
+
+    # --- what the room says ----------------------------------------------------------------------
+    def _take(self, event: dict[str, Any]) -> None:
+        """A message, an ack or a presence event of this room."""
+        kind = event.get("type")
+        if kind == "message":
+            seq = event["seq"]
+            if self.last_seq is not None and seq <= self.last_seq:
+                self.duplicates += 1
+                return
+            self.last_seq = self._since = seq
+            message = Message(
+                seq,
+                event["text"],
+                event["sender"],
+                event["ts"],
+                event.get("id"),
+                event["room"],
+                event,
+                event.get("user"),
+                event.get("name"),
+            )
+            self._events.put_nowait(message)
+        elif kind == "ack":
+            pending = self._pending.get(event["id"])
+            if pending is not None and not pending[1].done():
+                pending[1].set_result(event["seq"])
+        elif kind == "error" and "id" in event:  # one send refused (the publish hook, or 1013)
+            self._refuse(event["id"], event.get("code", 0), event.get("reason", ""))
+        elif kind in ("join", "leave", "members"):
+            self.count = event["count"]
+            who = {"user": event.get("user"), "name": event.get("name")}
+            presence = Presence(kind, event["count"], event.get("member"), event["room"], event, **who)
+            self._events.put_nowait(presence)
+
+    def _refuse(self, msg_id: str, code: int, reason: str) -> None:
+        """One send was not stored: its ``send()`` raises ``Refused``; the session goes on."""
+        pending = self._pending.get(msg_id)
+        if pending is not None and not pending[1].done():
+            pending[1].set_exception(Refused(code, reason))
+
+    def _resume_from(self) -> int | None:
+        """The ``since`` the next join asks for (None: nothing seen in a known epoch)."""
+        return self._since if self.epoch is not None else None
+
+    async def _welcomed(self, event: dict[str, Any], asked: int | None) -> None:
+        epoch = event["epoch"]
+        if self.epoch is not None and epoch != self.epoch:  # the history was recreated: seqs start over
+            self.last_seq = None
+            self._since = None
+        self.epoch = epoch
+        if self._since is None:
+            self._since = event["seq"]  # nothing seen yet: a resume starts after what the room had
+        self.you, self.count = event["you"], event["count"]
+        self.welcome = Welcome(
+            event["you"],
+            event["count"],
+            event["seq"],
+            epoch,
+            event.get("recovered"),
+            event,
+            event.get("user"),
+            event.get("name"),
+        )
+        if event.get("recovered") is False:
+            gap = Gap(asked, event["seq"], epoch)
+            self.gaps.append(gap)
+            if self.on_gap is not None:
+                self.on_gap(gap)
+            self._events.put_nowait(gap)
+        self.welcomes += 1
+        self._joined.set()
+        for msg_id, (text, _) in list(self._pending.items()):  # what may not have been stored
+            await self._transmit(text, msg_id)
+            self.resent += 1
+
+    def _fail(self, error: Exception) -> None:
+        self._error = error
+        for _, future in self._pending.values():
+            if not future.done():
+                future.set_exception(error)
+        self._events.put_nowait(error)
+
+    def _end(self) -> None:
+        for _, future in self._pending.values():
+            future.cancel()
+        self._events.put_nowait(_END)
+
+
+class Refreshing:
+    """A socket's token kept fresh: shortly before its ``exp`` (a quarter of what is left, at most 30 s)
+    the token callable is asked again and the new token sent as ``{"type": "refresh", "token": T}``; the
+    server answers ``refreshed`` and does not close with 4002 at the old exp. ``Room`` (its own socket)
+    and ``Connection`` (all its rooms on one socket) both do it."""
+
+    token: "TokenSource | None"
+    _exp: float | None = None  # the current token's exp
+    _refresher: asyncio.Task[None] | None = None  # sends a fresh token before exp
+    refreshes = 0
+
+    def _start_refresh(self, conn: ClientConnection) -> None:
+        if callable(self.token) and self._exp is not None and self._refresher is None:
+            self._refresher = asyncio.create_task(self._refresh(conn), name="refresh")
+
+    def _stop_refresh(self) -> None:
+        if self._refresher is not None:
+            self._refresher.cancel()
+            self._refresher = None
+
+    async def _refresh(self, conn: ClientConnection) -> None:
+        while self._exp is not None:
+            left = self._exp - time.time()
+            await asyncio.sleep(max(0.0, left - min(30.0, left / 4)))
+            try:
+                token = await token_of(self.token)
+            except Exception:  # the app's login said no: the server closes with 4002 at exp
+                return
+            with contextlib.suppress(ConnectionClosed):
+                await conn.send(json.dumps({"type": "refresh", "token": token}))
+            self.refreshes += 1
+            self._exp = expiry(token)
+
+
+class Room(Member, Refreshing):
     """``async with Room(url, room) as room: async for message in room: ...``
 
     ``url`` is the gateway's base (``ws://host:port``). ``token`` is an identity token (a JWT: the member
@@ -110,6 +323,7 @@ class Room:
     ``pass``; ``history=N`` asks for the last N messages before live ones.
     Use either ``async for message in room`` (messages only) or ``async for event in room.events()``
     (messages, presence and gaps), not both at once: they read the same queue.
+    One socket per room; ``Connection`` carries many rooms on one.
     """
 
     def __init__(
@@ -129,41 +343,22 @@ class Room:
     ) -> None:
         if not url.startswith(("ws://", "wss://")):
             raise ValueError("url must start with ws:// or wss://")
+        super().__init__(
+            room,
+            password=password,
+            history=history,
+            client_id=client_id,
+            join_timeout=join_timeout,
+            on_gap=on_gap,
+        )
         self.url = url.rstrip("/")
-        self.room = room
         self.token = token
-        self.password = password
         self.name = name
-        self.history = history
-        self.client_id = client_id or secrets.token_hex(6)
         self.backoff = backoff or Backoff()
         self.open_timeout = open_timeout
-        self.join_timeout = join_timeout
-        self.on_gap = on_gap
-        # what the client knows of the room
-        self.you: str | None = None
-        self.count = 0
-        self.epoch: str | None = None
-        self.last_seq: int | None = None  # the last message seq delivered (in this epoch)
-        self.welcome: Welcome | None = None
-        self.gaps: list[Gap] = []
-        # what happened to the connection, for callers and tests
         self.connects = 0  # connection attempts
-        self.closes: list[tuple[int, str]] = []
-        self.duplicates = 0  # messages dropped because their seq was not new
-        self.welcomes = 0
-        self.resent = 0  # sends sent again after a reconnect
-        self._since: int | None = None  # what the next connection asks for
-        self._events: asyncio.Queue[object] = asyncio.Queue()
-        self._pending: dict[str, tuple[str, asyncio.Future[int]]] = {}
-        self._ids = itertools.count()
         self._conn: ClientConnection | None = None  # set while welcomed
-        self._joined = asyncio.Event()
-        self._error: Exception | None = None  # a final close (Closed), or what the token callable raised
         self._task: asyncio.Task[None] | None = None
-        self._refresher: asyncio.Task[None] | None = None  # sends a fresh token before exp
-        self._exp: float | None = None  # the current token's exp
-        self.refreshes = 0
 
     # --- the context manager ---------------------------------------------------------------------
     async def __aenter__(self) -> "Room":
@@ -192,69 +387,18 @@ class Room:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        for _, future in self._pending.values():
-            future.cancel()
-        self._events.put_nowait(_END)
+        self._end()
 
-    # --- reading ---------------------------------------------------------------------------------
-    def __aiter__(self) -> AsyncIterator[Message]:
-        return self._messages()
-
-    async def _messages(self) -> AsyncIterator[Message]:
-        async for event in self.events():
-            if isinstance(event, Message):
-                yield event
-
-    async def events(self) -> AsyncIterator[Event]:
-        """Every message, presence event and gap, in the order the client learnt of them."""
-        while True:
-            item = await self._events.get()
-            if item is _END:
-                return
-            if isinstance(item, Exception):
-                self._events.put_nowait(item)  # every later reader sees it too
-                raise item
-            yield item  # type: ignore[misc]
-
-    # --- sending ---------------------------------------------------------------------------------
-    async def send(self, text: str, *, id: str | None = None) -> int:
-        """Send ``text``; returns its stored seq once acknowledged. Across reconnects it is sent again
-        with the same id until then. Raises ``RoomClosed`` (``InvalidToken``, ``Forbidden``) if the room
-        closes for good first, ``Refused`` if the app's publish hook refused it (code 1013: it could not
-        decide; sending it again with the same ``id`` is safe).
-        ``id`` (at most 128 printable characters, unique in the room for ROOM_DEDUP_WINDOW) defaults
-        to ``<client_id>-<n>``."""
-        if self._error is not None:
-            raise self._error
-        msg_id = id if id is not None else f"{self.client_id}-{next(self._ids)}"
-        if msg_id in self._pending:
-            raise ValueError(f"message id {msg_id!r} is already waiting for its ack")
-        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._pending[msg_id] = (text, future)
-        try:
-            conn = self._conn
-            if conn is not None:
-                with contextlib.suppress(ConnectionClosed):
-                    await conn.send(_frame(text, msg_id))
-            return await future
-        finally:
-            self._pending.pop(msg_id, None)
-
-    @property
-    def unacknowledged(self) -> int:
-        return len(self._pending)
+    async def _transmit(self, text: str, msg_id: str) -> None:
+        conn = self._conn
+        if conn is not None:
+            with contextlib.suppress(ConnectionClosed):
+                await conn.send(_frame(text, msg_id))
 
     # --- the session -----------------------------------------------------------------------------
     async def _token(self) -> str | None:
         """The token for the next connection attempt: a callable is asked every time."""
-        if self.token is None or isinstance(self.token, str):
-            return self.token
-        token = self.token()
-        if inspect.isawaitable(token):
-            token = await token
-        if not isinstance(token, str):
-            raise TypeError(f"the token callable returned {type(token).__name__}, not str")
-        return token
+        return await token_of(self.token)
 
     def _target(self, token: str | None) -> str:
         params = [("format", "json")]
@@ -277,7 +421,7 @@ class Room:
             except Exception as exc:  # the app's login said no, or its callable broke: not ours to retry
                 self._fail(exc)
                 return
-            self._exp = _expiry(token)
+            self._exp = expiry(token)
             code, reason = await self._session(token)
             self.closes.append((code, reason))
             if not should_reconnect(code):
@@ -286,7 +430,7 @@ class Room:
             await asyncio.sleep(self.backoff.next())
 
     async def _session(self, token: str | None) -> tuple[int, str]:
-        asked = self._since if self.epoch is not None else None
+        asked = self._resume_from()
         self.connects += 1
         try:
             conn = await connect(self._target(token), compression=None, open_timeout=self.open_timeout)
@@ -297,114 +441,45 @@ class Room:
         try:
             async for raw in conn:
                 if isinstance(raw, str):
-                    await self._handle(conn, json.loads(raw), asked)
+                    event = json.loads(raw)
+                    if event.get("type") == "welcome":
+                        self._conn = conn
+                        self.backoff.reset()
+                        self._start_refresh(conn)
+                        await self._welcomed(event, asked)
+                    else:
+                        self._take(event)
         except ConnectionClosed:
             pass
         finally:
-            if self._refresher is not None:
-                self._refresher.cancel()
-                self._refresher = None
+            self._stop_refresh()
             self._conn = None
             self._joined.clear()
             await conn.close()
-        rcvd = conn.protocol.close_rcvd
-        if rcvd is None:
-            return ABNORMAL, ""
-        return rcvd.code, rcvd.reason
-
-    async def _handle(self, conn: ClientConnection, event: dict[str, Any], asked: int | None) -> None:
-        kind = event.get("type")
-        if kind == "message":
-            seq = event["seq"]
-            if self.last_seq is not None and seq <= self.last_seq:
-                self.duplicates += 1
-                return
-            self.last_seq = self._since = seq
-            message = Message(
-                seq,
-                event["text"],
-                event["sender"],
-                event["ts"],
-                event.get("id"),
-                event["room"],
-                event,
-                event.get("user"),
-                event.get("name"),
-            )
-            self._events.put_nowait(message)
-        elif kind == "ack":
-            pending = self._pending.get(event["id"])
-            if pending is not None and not pending[1].done():
-                pending[1].set_result(event["seq"])
-        elif kind == "error":  # the app's publish hook refused a send (or could not decide: 1013)
-            pending = self._pending.get(event.get("id", ""))
-            if pending is not None and not pending[1].done():
-                pending[1].set_exception(Refused(event["code"], event.get("reason", "")))
-        elif kind in ("join", "leave", "members"):
-            self.count = event["count"]
-            who = {"user": event.get("user"), "name": event.get("name")}
-            presence = Presence(kind, event["count"], event.get("member"), event["room"], event, **who)
-            self._events.put_nowait(presence)
-        elif kind == "welcome":
-            await self._welcomed(conn, event, asked)
-
-    async def _welcomed(self, conn: ClientConnection, event: dict[str, Any], asked: int | None) -> None:
-        epoch = event["epoch"]
-        if self.epoch is not None and epoch != self.epoch:  # the history was recreated: seqs start over
-            self.last_seq = None
-            self._since = None
-        self.epoch = epoch
-        if self._since is None:
-            self._since = event["seq"]  # nothing seen yet: a resume starts after what the room had
-        self.you, self.count = event["you"], event["count"]
-        self.welcome = Welcome(
-            event["you"],
-            event["count"],
-            event["seq"],
-            epoch,
-            event.get("recovered"),
-            event,
-            event.get("user"),
-            event.get("name"),
-        )
-        if event.get("recovered") is False:
-            gap = Gap(asked, event["seq"], epoch)
-            self.gaps.append(gap)
-            if self.on_gap is not None:
-                self.on_gap(gap)
-            self._events.put_nowait(gap)
-        self.welcomes += 1
-        self.backoff.reset()
-        self._conn = conn
-        self._joined.set()
-        if callable(self.token) and self._exp is not None and self._refresher is None:
-            self._refresher = asyncio.create_task(self._refresh(conn), name=f"refresh-{self.room}")
-        for msg_id, (text, _) in list(self._pending.items()):  # what may not have been stored
-            await conn.send(_frame(text, msg_id))
-            self.resent += 1
-
-    async def _refresh(self, conn: ClientConnection) -> None:
-        """Shortly before the token's exp (a quarter of what is left, at most 30 s), send a fresh one."""
-        while self._exp is not None:
-            left = self._exp - time.time()
-            await asyncio.sleep(max(0.0, left - min(30.0, left / 4)))
-            try:
-                token = await self._token()
-            except Exception:  # the app's login said no: the server closes with 4002 at exp
-                return
-            await conn.send(json.dumps({"type": "refresh", "token": token}))
-            self.refreshes += 1
-            self._exp = _expiry(token)
-
-    def _fail(self, error: Exception) -> None:
-        self._error = error
-        for _, future in self._pending.values():
-            if not future.done():
-                future.set_exception(error)
-        self._events.put_nowait(error)
+        return close_of(conn)
 
 
-def _expiry(token: str | None) -> float | None:
+async def token_of(source: TokenSource | None) -> str | None:
+    """A token for the next connection attempt: a callable is asked every time."""
+    if source is None or isinstance(source, str):
+        return source
+    token = source()
+    if inspect.isawaitable(token):
+        token = await token
+    if not isinstance(token, str):
+        raise TypeError(f"the token callable returned {type(token).__name__}, not str")
+    return token
+
+
+def close_of(conn: ClientConnection) -> tuple[int, str]:
+    """The code and reason the server closed with (1006 when no close frame came)."""
+    rcvd = conn.protocol.close_rcvd
+    if rcvd is None:
+        return ABNORMAL, ""
+    return rcvd.code, rcvd.reason
+
+
+def expiry(token: str | None) -> float | None:
     """A JWT's ``exp``, read without checking the token (the server checks it; this only says when)."""
     try:
         payload = token.split(".")[1]  # type: ignore[union-attr]

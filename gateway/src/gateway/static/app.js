@@ -1,6 +1,6 @@
-// The page uses the same WebSocket paths as any client: /echo, /ws/{room}?format=json, /stats.
+// The page uses the same WebSocket paths as any client: /echo, /ws/{room}?format=json, /ws, /stats.
 
-import { Connection, Room, describeClose } from "/static/realtime.js";
+import { Connection, Room, RoomConnection, describeClose } from "/static/realtime.js";
 
 const CHART_WINDOW_MS = 5 * 60 * 1000;
 const ROOM_HISTORY = 50; // messages a page shows from before it joined
@@ -173,6 +173,150 @@ function setupChat() {
   });
 }
 
+// --- rooms on one connection (/ws) ---------------------------------------------------------------
+// Several rooms in one tab over one socket: a tab per room with its unread count, one log per room.
+// The socket opens at the first join (a page that never uses it holds no connection for it).
+function setupRooms() {
+  const tabs = $("rooms-tabs");
+  const logs = $("rooms-logs");
+  const meta = $("rooms-meta");
+  const notice = $("rooms-notice");
+  const say = $("rooms-say-input");
+  let conn = null;
+  let shown = null; // the room whose log is shown
+  const views = new Map(); // room id -> { room, tab, badge, log, unread, count }
+
+  function showNotice(text) {
+    notice.textContent = text;
+    notice.hidden = !text;
+  }
+
+  function refresh() {
+    const view = shown && views.get(shown);
+    say.disabled = !view;
+    $("rooms-say-button").disabled = !view;
+    $("rooms-leave-button").disabled = !view;
+    say.placeholder = view ? `message to ${shown}` : "join rooms to chat in them";
+    meta.textContent = view ? `in ${shown} · ${view.count} here · ${views.size} room(s) on one connection` : "";
+    for (const [id, v] of views) {
+      const selected = id === shown;
+      v.tab.setAttribute("aria-selected", String(selected));
+      v.log.hidden = !selected;
+      if (selected) v.unread = 0;
+      v.badge.textContent = v.unread ? String(v.unread) : "";
+      v.tab.dataset.unread = String(v.unread);
+    }
+  }
+
+  function show(roomId) {
+    shown = roomId;
+    refresh();
+  }
+
+  function connection() {
+    if (conn === null) {
+      conn = new RoomConnection({
+        onState: (state, text) => setState($("rooms-state"), state, text),
+        onFinalClose: (event) => showNotice(`The connection closed: ${describeClose(event)}.`),
+      });
+      conn.open();
+    }
+    return conn;
+  }
+
+  function drop(roomId) {
+    const view = views.get(roomId);
+    if (!view) return;
+    views.delete(roomId);
+    view.tab.parentElement.remove();
+    view.log.remove();
+    if (shown === roomId) shown = views.size ? views.keys().next().value : null;
+    refresh();
+  }
+
+  function join(roomId, password) {
+    const li = document.createElement("li");
+    const tab = document.createElement("button");
+    tab.type = "button";
+    tab.setAttribute("role", "tab");
+    tab.dataset.room = roomId;
+    const badge = document.createElement("span");
+    badge.className = "unread";
+    tab.append(roomId, badge);
+    li.append(tab);
+    const log = document.createElement("ol");
+    log.className = "log chat";
+    log.dataset.room = roomId;
+    log.setAttribute("aria-live", "polite");
+    const view = { room: null, tab, badge, log, unread: 0, count: 0 };
+    views.set(roomId, view);
+    tabs.append(li);
+    logs.append(log);
+    tab.addEventListener("click", () => show(roomId));
+    view.room = connection().join(roomId, {
+      password,
+      history: ROOM_HISTORY,
+      onWelcome: (event, { resumed, recovered }) => {
+        view.count = event.count;
+        if (!resumed) appendLine(log, "sys", `joined ${roomId} as ${event.name || event.you}`);
+        else if (!recovered) appendLine(log, "gap", "reconnected: some earlier messages are no longer in the room's history");
+        refresh();
+      },
+      onMessage: (event, { mine }) => {
+        const who = document.createElement("span");
+        who.className = "who";
+        who.textContent = mine ? "you" : event.name || event.sender;
+        const line = appendLine(log, mine ? "me" : "", timeOf(event.ts), who, event.text);
+        line.dataset.seq = String(event.seq);
+        if (roomId !== shown) view.unread += 1;
+        refresh();
+      },
+      onPresence: (event) => {
+        if (typeof event.count === "number") view.count = event.count;
+        refresh();
+      },
+      onError: (event) => {
+        if (event.ref === undefined) {
+          appendLine(log, "err", `not sent: ${event.reason} (${event.code})`);
+          return;
+        }
+        drop(roomId);
+        const why = event.code === 4003 ? "wrong password" : `${event.reason} (${event.code})`;
+        showNotice(`Could not join “${roomId}”: ${why}. The other rooms go on.`);
+      },
+    });
+    show(roomId);
+  }
+
+  $("rooms-join-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const roomId = $("rooms-room-input").value.trim();
+    if (!roomId) return;
+    showNotice("");
+    if (views.has(roomId)) {
+      show(roomId);
+      return;
+    }
+    join(roomId, $("rooms-pass-input").value);
+    $("rooms-room-input").value = "";
+    $("rooms-pass-input").value = "";
+  });
+  $("rooms-leave-button").addEventListener("click", () => {
+    const view = shown && views.get(shown);
+    if (!view) return;
+    view.room.leave();
+    drop(shown);
+  });
+  $("rooms-say-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const view = shown && views.get(shown);
+    if (!say.value || !view) return;
+    const log = view.log;
+    view.room.send(say.value).catch((error) => appendLine(log, "err", `not sent: ${error.message}`));
+    say.value = "";
+  });
+}
+
 // --- live dashboard ------------------------------------------------------------------------------
 function setupPulse() {
   const canvas = $("cpu-chart");
@@ -290,4 +434,5 @@ function setupPulse() {
 
 setupEcho();
 setupChat();
+setupRooms();
 setupPulse();

@@ -1,9 +1,13 @@
 // realtime.js: the platform's browser client, one small ES module (no build step, no dependencies).
 //
-//   import { Connection, Room } from "/static/realtime.js";
+//   import { Connection, Room, RoomConnection } from "/static/realtime.js";
 //   const room = new Room("lobby", { onMessage: (m) => show(m), onState: (s, text) => status(s, text) });
 //   room.open();
 //   const seq = await room.send("hello");   // resolves once the message is stored, with its seq
+//
+//   const conn = new RoomConnection({ onState });  // one socket (/ws), many rooms
+//   conn.open();
+//   const vip = conn.join("VIP", { password, onMessage, onError: (e) => warn(e.reason) });
 //
 // A Connection reconnects by itself after a close the table below calls "reconnect", with exponential
 // backoff and jitter, and stops on a "final" one. A Room resumes where it left off: every reconnect asks
@@ -13,6 +17,9 @@
 // Identity: `token` (a JWT from the app's login: a string, or a function returning one or a Promise of
 // one, asked before every connect so a reconnect never sends an expired token) or `name` (an unverified
 // display name); messages, joins, leaves and the welcome carry the sender's `user` and `name` when known.
+// A token from a function is refreshed shortly before its exp (a `refresh` frame on the open socket), so
+// the server never closes a long-lived member with 4002 "token expired". A send the server refuses (the
+// app's publish hook, or a /ws rule) is rejected with an Error carrying its `code`.
 
 /** Close codes after which trying again can help (the README's close-code table). */
 export const RECONNECT_CODES = new Set([
@@ -25,7 +32,8 @@ export const RECONNECT_CODES = new Set([
   4002, // token expired: connect again with a fresh token
 ]);
 // Everything else is final: 1000 normal, 1008 policy (rate limit, invalid room id), 1009 too big,
-// 4001 invalid identity token, 4003 wrong password, 4004 no such path, 4010 disconnected by the server.
+// 4001 invalid identity token, 4003 wrong password, 4004 no such path, 4010 disconnected by the server;
+// 4009, 4011 and 4029 only come in /ws error frames.
 
 export const CLOSE_TEXT = {
   1000: "closed",
@@ -40,7 +48,10 @@ export const CLOSE_TEXT = {
   4002: "token expired",
   4003: "wrong password",
   4004: "no such path",
+  4009: "already joined",
   4010: "disconnected by the server",
+  4011: "not joined",
+  4029: "too many rooms or too fast",
 };
 
 export const BACKOFF_MIN_MS = 500;
@@ -196,32 +207,68 @@ export function tokenExpiry(token) {
   }
 }
 
+/**
+ * Keeps one socket's token fresh: shortly before its exp (a quarter of what is left, at most 30 s) the
+ * token function is asked again and the new token sent as `refresh`, so the server never closes the
+ * socket with 4002 "token expired". Room and RoomConnection each hold one.
+ */
+class TokenRefresher {
+  constructor(owner) {
+    this.owner = owner; // has .token (the option) and .connection (a Connection)
+    this.current = null; // the token the open socket was given
+    this.timer = null;
+  }
+
+  /** The token a connection attempt is made with (the one to refresh once it is live). */
+  took(token) {
+    this.current = token;
+    return token;
+  }
+
+  /** The socket is live with `current`: plan its refresh. */
+  schedule(token = this.current) {
+    clearTimeout(this.timer);
+    const exp = tokenExpiry(token);
+    if (typeof this.owner.token !== "function" || exp === null) return;
+    const left = exp - Date.now() / 1000;
+    this.timer = setTimeout(async () => {
+      let fresh;
+      try {
+        fresh = await this.owner.token();
+      } catch {
+        return; // the app's login said no: the server closes with 4002 at exp
+      }
+      if (typeof fresh !== "string") return;
+      this.current = fresh;
+      this.owner.connection.send(JSON.stringify({ type: "refresh", token: fresh }));
+      this.schedule(fresh);
+    }, Math.max(0, left - Math.min(30, left / 4)) * 1000);
+  }
+
+  stop() {
+    clearTimeout(this.timer);
+  }
+}
+
+/** The Error a refused send is rejected with: the server's reason, and its code as `code`. */
+function refusal(event) {
+  return Object.assign(new Error(`${event.reason} (${event.code})`), { code: event.code, reason: event.reason });
+}
+
 function newId() {
   if (globalThis.crypto && typeof crypto.randomUUID === "function") return crypto.randomUUID();
   return `${Date.now().toString(36)}-${Math.random().toString(36).slice(2)}`;
 }
 
 /**
- * A chat room at /ws/{room}?format=json that resumes after every reconnect and acknowledges sends.
- * Options: password; token (an identity token: a string, or a function returning a string or a Promise
- * of one, called before every connect); name (a display name, unverified; the server ignores it when a
- * token is given); history (last N messages on the first join); and callbacks
- *   onWelcome(welcome, { resumed, recovered })  after each (re)connect; recovered false = a gap
- *   onMessage(message, { mine })                each stored message once, in seq order
- *   onPresence(event)                           join, leave, members
- *   onState(state, text), onFinalClose(closeEvent)   4001: the token was refused (final)
- * Welcome, message, join and leave objects are the server's JSON: `user` (a token's sub) and `name`
- * are set when known and undefined otherwise.
+ * What a page knows of one room it is in: the part Room (one socket per room) and a room joined on a
+ * RoomConnection (many rooms on one socket) share. Messages reach onMessage once each, in seq order;
+ * sends resolve with their stored seq and go again, with the same id, after each welcome until
+ * acknowledged.
  */
-export class Room {
-  constructor(
-    room,
-    { password = "", token = "", name = "", history = 0, onWelcome, onMessage, onPresence, onState, onFinalClose } = {},
-  ) {
+class RoomMember {
+  constructor(room, { history = 0, onWelcome, onMessage, onPresence } = {}) {
     this.room = room;
-    this.password = password;
-    this.token = token;
-    this.name = name;
     this.history = history;
     this.onWelcome = onWelcome || (() => {});
     this.onMessage = onMessage || (() => {});
@@ -230,96 +277,31 @@ export class Room {
     this.lastSeq = null; // the last message seq delivered to onMessage (or the room's seq at the first join)
     this.you = null;
     this.selves = new Set(); // member ids this page has had (a new one per connection)
-    this.pending = new Map(); // id -> { payload, resolve, reject }: sent, not acknowledged yet
+    this.pending = new Map(); // id -> { text, resolve, reject }: sent, not acknowledged yet
     this.sentIds = new Set();
-    this.connection = new Connection(() => this._nextPath(), {
-      onState,
-      onMessage: (data) => this._receive(data),
-      onFinalClose: (event) => {
-        for (const { reject } of this.pending.values()) reject(new Error(describeClose(event)));
-        this.pending.clear();
-        if (onFinalClose) onFinalClose(event);
-      },
-    });
-  }
-
-  /** The URL path of the next attempt: the first join asks for history, later ones resume. */
-  path(token = typeof this.token === "string" ? this.token : "") {
-    let path = `/ws/${encodeURIComponent(this.room)}?format=json`;
-    if (this.password) path += `&pass=${encodeURIComponent(this.password)}`;
-    if (this.name) path += `&name=${encodeURIComponent(this.name)}`;
-    if (token) path += `&token=${encodeURIComponent(token)}`;
-    if (this.epoch !== null && this.lastSeq !== null) {
-      path += `&since=${this.lastSeq}&epoch=${encodeURIComponent(this.epoch)}`;
-    }
-    if (this.history > 0) path += `&history=${this.history}`;
-    return path;
-  }
-
-  /** The path with a token from the token function, asked afresh for each attempt. */
-  _nextPath() {
-    if (typeof this.token !== "function") return this.path();
-    const checked = (token) => {
-      if (typeof token !== "string") throw new TypeError(`the token function gave ${typeof token}, not a string`);
-      this.currentToken = token; // its exp says when to refresh (after the welcome)
-      return this.path(token);
-    };
-    const token = this.token();
-    return token && typeof token.then === "function" ? token.then(checked) : checked(token);
-  }
-
-  get live() {
-    return this.connection.live;
-  }
-
-  open() {
-    this.connection.open();
-  }
-
-  close() {
-    clearTimeout(this.refreshTimer);
-    this.connection.close();
-  }
-
-  /** Shortly before the token's exp (a quarter of what is left, at most 30 s), send a fresh one as
-   * `refresh`, so the server never closes this member with 4002 "token expired". */
-  _refreshLater(token) {
-    clearTimeout(this.refreshTimer);
-    const exp = tokenExpiry(token);
-    if (typeof this.token !== "function" || exp === null) return;
-    const left = exp - Date.now() / 1000;
-    this.refreshTimer = setTimeout(async () => {
-      let fresh;
-      try {
-        fresh = await this.token();
-      } catch {
-        return; // the app's login said no: the server closes with 4002 at exp
-      }
-      if (typeof fresh !== "string") return;
-      this.currentToken = fresh;
-      this.connection.send(JSON.stringify({ type: "refresh", token: fresh }));
-      this._refreshLater(fresh);
-    }, Math.max(0, left - Math.min(30, left / 4)) * 1000);
   }
 
   /** Send a message; resolves with its stored seq (sent again after reconnects until acknowledged). */
   send(text) {
     const id = newId();
-    const payload = JSON.stringify({ text, id });
     this.sentIds.add(id);
     return new Promise((resolve, reject) => {
-      this.pending.set(id, { payload, resolve, reject });
-      this.connection.send(payload); // when not live, the welcome after the reconnect sends it
+      this.pending.set(id, { text, resolve, reject });
+      this._transmit(text, id); // when not live, the welcome after the reconnect sends it
     });
   }
 
-  _receive(data) {
-    let event;
-    try {
-      event = JSON.parse(data);
-    } catch {
-      return;
-    }
+  /** Whether the next join resumes (asks for the messages after lastSeq in this epoch). */
+  get resuming() {
+    return this.epoch !== null && this.lastSeq !== null;
+  }
+
+  _failAll(error) {
+    for (const { reject } of this.pending.values()) reject(error);
+    this.pending.clear();
+  }
+
+  _take(event) {
     if (event.type === "welcome") this._welcome(event);
     else if (event.type === "message") this._message(event);
     else if (event.type === "ack") this._ack(event);
@@ -327,8 +309,16 @@ export class Room {
     else if (event.type !== "refreshed") this.onPresence(event);
   }
 
+  /** One send refused (the app's publish hook denied it, or could not decide: 1013): reject it. */
+  _refused(event) {
+    const waiting = event.id === undefined ? undefined : this.pending.get(event.id);
+    if (waiting === undefined) return;
+    this.pending.delete(event.id);
+    waiting.reject(refusal(event));
+  }
+
   _welcome(event) {
-    const resumed = this.epoch !== null && this.lastSeq !== null;
+    const resumed = this.resuming;
     const recovered = resumed ? event.recovered === true : true;
     if (resumed && event.epoch !== this.epoch) this.lastSeq = 0; // a new history: its seqs start again
     if (!resumed) this.lastSeq = this.history > 0 ? 0 : event.seq;
@@ -336,16 +326,7 @@ export class Room {
     this.you = event.you;
     this.selves.add(event.you);
     this.onWelcome(event, { resumed, recovered });
-    for (const { payload } of this.pending.values()) this.connection.send(payload);
-    this._refreshLater(this.currentToken);
-  }
-
-  _refused(event) {
-    // The app's publish hook denied a send (or could not decide: 1013): not stored, reject it.
-    const waiting = event.id === undefined ? undefined : this.pending.get(event.id);
-    if (waiting === undefined) return;
-    this.pending.delete(event.id);
-    waiting.reject(Object.assign(new Error(event.reason), { code: event.code }));
+    for (const [id, { text }] of this.pending) this._transmit(text, id);
   }
 
   _message(event) {
@@ -360,5 +341,260 @@ export class Room {
     if (waiting === undefined) return;
     this.pending.delete(event.id);
     waiting.resolve(event.seq);
+  }
+}
+
+/** A token option (a string, or a function giving one or a Promise of one) as a Promise or a string. */
+function tokenOf(token, then) {
+  if (typeof token !== "function") return then(token || "");
+  const checked = (value) => {
+    if (typeof value !== "string") throw new TypeError(`the token function gave ${typeof value}, not a string`);
+    return then(value);
+  };
+  const value = token();
+  return value && typeof value.then === "function" ? value.then(checked) : checked(value);
+}
+
+/**
+ * A chat room at /ws/{room}?format=json that resumes after every reconnect and acknowledges sends.
+ * Options: password; token (an identity token: a string, or a function returning a string or a Promise
+ * of one, called before every connect); name (a display name, unverified; the server ignores it when a
+ * token is given); history (last N messages on the first join); and callbacks
+ *   onWelcome(welcome, { resumed, recovered })  after each (re)connect; recovered false = a gap
+ *   onMessage(message, { mine })                each stored message once, in seq order
+ *   onPresence(event)                           join, leave, members
+ *   onState(state, text), onFinalClose(closeEvent)   4001: the token was refused (final)
+ * Welcome, message, join and leave objects are the server's JSON: `user` (a token's sub) and `name`
+ * are set when known and undefined otherwise.
+ */
+export class Room extends RoomMember {
+  constructor(
+    room,
+    { password = "", token = "", name = "", history = 0, onWelcome, onMessage, onPresence, onState, onFinalClose } = {},
+  ) {
+    super(room, { history, onWelcome, onMessage, onPresence });
+    this.password = password;
+    this.token = token;
+    this.name = name;
+    this.refresher = new TokenRefresher(this);
+    this.connection = new Connection(() => this._nextPath(), {
+      onState,
+      onMessage: (data) => this._receive(data),
+      onFinalClose: (event) => {
+        this.refresher.stop();
+        this._failAll(new Error(describeClose(event)));
+        if (onFinalClose) onFinalClose(event);
+      },
+    });
+  }
+
+  /** The URL path of the next attempt: the first join asks for history, later ones resume. */
+  path(token = typeof this.token === "string" ? this.token : "") {
+    let path = `/ws/${encodeURIComponent(this.room)}?format=json`;
+    if (this.password) path += `&pass=${encodeURIComponent(this.password)}`;
+    if (this.name) path += `&name=${encodeURIComponent(this.name)}`;
+    if (token) path += `&token=${encodeURIComponent(token)}`;
+    if (this.resuming) path += `&since=${this.lastSeq}&epoch=${encodeURIComponent(this.epoch)}`;
+    if (this.history > 0) path += `&history=${this.history}`;
+    return path;
+  }
+
+  /** The path with a token from the token function, asked afresh for each attempt. */
+  _nextPath() {
+    return tokenOf(this.token, (token) => this.path(this.refresher.took(token)));
+  }
+
+  get live() {
+    return this.connection.live;
+  }
+
+  open() {
+    this.connection.open();
+  }
+
+  close() {
+    this.refresher.stop();
+    this.connection.close();
+  }
+
+  _welcome(event) {
+    super._welcome(event);
+    this.refresher.schedule(); // refreshed on the socket this welcome came on
+  }
+
+  _transmit(text, id) {
+    this.connection.send(JSON.stringify({ text, id }));
+  }
+
+  _receive(data) {
+    let event;
+    try {
+      event = JSON.parse(data);
+    } catch {
+      return;
+    }
+    this._take(event);
+  }
+}
+
+/**
+ * One socket at /ws carrying many rooms (the multiplexed protocol): `join(room, options)` gives a room
+ * with Room's send, lastSeq, epoch and callbacks; after a reconnect every room is joined again, each
+ * from its own lastSeq/epoch. Options: token, name (for every room: a token's `rooms` claim limits
+ * which), onState(state, text), onFinalClose(closeEvent). Room options: password, history, onWelcome,
+ * onMessage, onPresence, onError(errorFrame) (a refused join or send: 4003 wrong password, 4001 token
+ * not for the room, 4029 too many rooms or too fast, 1008 malformed; the connection and the other rooms
+ * go on; a refused join leaves the room), onLeft().
+ */
+export class RoomConnection {
+  constructor({ token = "", name = "", onState, onFinalClose } = {}) {
+    this.token = token;
+    this.name = name;
+    this.rooms = new Map(); // room id -> JoinedRoom
+    this.refs = new Map(); // ref -> JoinedRoom, for joins and leaves not answered yet
+    this.nextRef = 0;
+    this.refresher = new TokenRefresher(this);
+    this.connection = new Connection(() => this._nextPath(), {
+      onState,
+      onOpen: () => {
+        this.refs.clear();
+        this.refresher.schedule(); // one token for all the rooms: refreshed on the connection
+        for (const room of this.rooms.values()) this._join(room);
+      },
+      onMessage: (data) => this._receive(data),
+      onFinalClose: (event) => {
+        this.refresher.stop();
+        for (const room of this.rooms.values()) room._failAll(new Error(describeClose(event)));
+        if (onFinalClose) onFinalClose(event);
+      },
+    });
+  }
+
+  path(token = typeof this.token === "string" ? this.token : "") {
+    const params = new URLSearchParams();
+    if (this.name) params.set("name", this.name);
+    if (token) params.set("token", token);
+    const query = params.toString();
+    return query ? `/ws?${query}` : "/ws";
+  }
+
+  _nextPath() {
+    return tokenOf(this.token, (token) => this.path(this.refresher.took(token)));
+  }
+
+  get live() {
+    return this.connection.live;
+  }
+
+  open() {
+    this.connection.open();
+  }
+
+  close() {
+    this.refresher.stop();
+    this.connection.close();
+  }
+
+  /** Join a room (now, or when the connection opens); the room's callbacks say what the server said. */
+  join(room, options = {}) {
+    if (this.rooms.has(room)) throw new Error(`already in ${room}`);
+    const joined = new JoinedRoom(this, room, options);
+    this.rooms.set(room, joined);
+    if (this.live) this._join(joined);
+    return joined;
+  }
+
+  _join(joined) {
+    const frame = { type: "join", room: joined.room, ref: this._ref(joined) };
+    if (joined.resuming) Object.assign(frame, { since: joined.lastSeq, epoch: joined.epoch });
+    if (joined.history > 0) frame.history = joined.history;
+    if (joined.password) frame.pass = joined.password;
+    joined.joined = false;
+    this.connection.send(JSON.stringify(frame));
+  }
+
+  _leave(joined) {
+    if (this.rooms.get(joined.room) !== joined) return;
+    this.rooms.delete(joined.room);
+    joined._failAll(new Error("left the room"));
+    this.connection.send(JSON.stringify({ type: "leave", room: joined.room, ref: this._ref(joined) }));
+  }
+
+  _ref(joined) {
+    this.nextRef += 1;
+    const ref = String(this.nextRef);
+    this.refs.set(ref, joined);
+    return ref;
+  }
+
+  _receive(data) {
+    let event;
+    try {
+      event = JSON.parse(data);
+    } catch {
+      return;
+    }
+    if (event.type === "welcome" || event.type === "left") {
+      const joined = this.refs.get(String(event.ref));
+      this.refs.delete(String(event.ref));
+      if (joined === undefined) return;
+      if (event.type === "left") joined.onLeft();
+      else if (this.rooms.get(joined.room) === joined) {
+        joined.joined = true;
+        joined._take(event);
+      }
+    } else if (event.type === "error") {
+      this._refused(event);
+    } else if (event.type !== "refreshed") {
+      const joined = this.rooms.get(event.room);
+      if (joined !== undefined && joined.joined) joined._take(event);
+    }
+  }
+
+  _refused(event) {
+    const joined = event.ref !== undefined ? this.refs.get(String(event.ref)) : this.rooms.get(event.room);
+    if (event.ref !== undefined) this.refs.delete(String(event.ref));
+    if (joined === undefined) return;
+    if (event.ref !== undefined && this.rooms.get(joined.room) === joined) {
+      if (event.code === 1013) {
+        // messaging unavailable on that replica for now: ask again after a pause
+        setTimeout(() => this.rooms.get(joined.room) === joined && this.live && this._join(joined), backoff(1));
+        return;
+      }
+      this.rooms.delete(joined.room); // a refused join: the room is not joined
+      joined._failAll(new Error(`${event.reason} (${event.code})`));
+    } else if (event.id !== undefined && joined.pending.has(event.id)) {
+      const waiting = joined.pending.get(event.id);
+      if (event.code === 1013) {
+        setTimeout(() => joined.pending.has(event.id) && joined._transmit(waiting.text, event.id), backoff(1));
+        return;
+      }
+      joined._refused(event); // the app's publish hook, 4011, 4029, 1008: rejected with its code
+    }
+    joined.onError(event);
+  }
+}
+
+/** A room joined on a RoomConnection: send(text), leave(), lastSeq, epoch, you, and its callbacks. */
+class JoinedRoom extends RoomMember {
+  constructor(connection, room, { password = "", history = 0, onWelcome, onMessage, onPresence, onError, onLeft } = {}) {
+    super(room, { history, onWelcome, onMessage, onPresence });
+    this.connection = connection;
+    this.password = password;
+    this.onError = onError || (() => {});
+    this.onLeft = onLeft || (() => {});
+    this.joined = false; // welcomed on the current socket
+  }
+
+  get live() {
+    return this.joined && this.connection.live;
+  }
+
+  leave() {
+    this.connection._leave(this);
+  }
+
+  _transmit(text, id) {
+    if (this.joined) this.connection.connection.send(JSON.stringify({ type: "send", room: this.room, text, id }));
   }
 }

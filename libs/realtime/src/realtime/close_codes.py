@@ -18,6 +18,11 @@ class CloseCode(IntEnum):
     FORBIDDEN = 4003  # wrong or missing room password
     NOT_FOUND = 4004  # no such path at the gateway
     DISCONNECTED = 4010  # the app cut this user off (POST /api/users/{user}/disconnect): do not come back
+    # Codes of the ``error`` frames of the multiplexed ``/ws`` (one room or one frame refused; the
+    # connection stays open): never sent as a close; final (the same frame again gets the same answer).
+    ALREADY_JOINED = 4009  # a join for a room this connection is in (or joining)
+    NOT_JOINED = 4011  # a leave or a send for a room this connection is not in
+    TOO_MANY = 4029  # over MAX_ROOMS_PER_CONNECTION, or joins or messages faster than the connection's rate
 
 
 # What a client does on each code: come back and resume, or stop. This is THE table: the Python client

@@ -28,7 +28,7 @@ from realtime.operator import operator_route
 from realtime.tasks import cancel_and_wait
 from realtime.transport import frame_writer
 
-from rooms_service import api, envelopes, server_api
+from rooms_service import api, envelopes, mux, server_api
 from rooms_service.control import Control
 from rooms_service.guard import FailureThrottle, PasswordGuard, Verdict
 from rooms_service.hooks import Decision, Hooks
@@ -107,6 +107,8 @@ def create_app(settings: RoomsSettings | None = None) -> FastAPI:
         metrics.child(metrics.PUBLISH_TO_STORE, on, service=service),
         on,
     )
+
+    mux.add_route(app, settings, guard, counts, (auth_failures, auth_throttled))  # GET /ws: many rooms
 
     @operator_route(app, "/rooms")
     async def room_stats() -> dict[str, int]:

@@ -129,16 +129,22 @@ def welcome(
     recovered: bool | None,
     user: str | None = None,
     name: str | None = None,
+    ref: str | int | None = None,
 ) -> str:
     event: dict[str, Any] = {"type": WELCOME, "room": room, "you": member, "count": total, "seq": seq}
+    if ref is not None:  # a ``/ws`` join's ref: the welcome answers that frame
+        event["ref"] = ref
     event["epoch"] = epoch
     if recovered is not None:
         event["recovered"] = recovered
     return json.dumps(_who(event, user, name), separators=(",", ":"), ensure_ascii=False)
 
 
-def ack(msg_id: str, seq: int) -> str:
-    return json.dumps({"type": ACK, "id": msg_id, "seq": seq}, separators=(",", ":"), ensure_ascii=False)
+def ack(msg_id: str, seq: int, room: str | None = None) -> str:
+    """``{"type":"ack","id":I,"seq":S}``; on ``/ws`` (``room`` given) ``{"type":"ack","room":R,...}``."""
+    event: dict[str, Any] = {"type": ACK, "room": room} if room is not None else {"type": ACK}
+    event["id"], event["seq"] = msg_id, seq
+    return json.dumps(event, separators=(",", ":"), ensure_ascii=False)
 
 
 def error(msg_id: str | None, code: int, reason: str) -> str:

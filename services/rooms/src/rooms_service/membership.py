@@ -28,6 +28,8 @@ class Membership:
     seq: int = 0  # before it is live: the highest message seq it has (or does not need)
     sent: int = 0  # messages it sent, for the ids of those sent without one
     hub: Hub | None = None  # its room's hub for its wire format, from the moment it is admitted
+    ref: str | int | None = None  # multiplexed (``/ws``): the join frame's ``ref``, echoed in the welcome
+    multiplexed: bool = False  # on ``/ws``: its acks name the room (its other frames already do)
 
     def send(self, frame: bytes, *, force: bool = False) -> bool:
         """One encoded frame to this member through its room's hub; False if its connection is closing.

@@ -166,7 +166,7 @@ class Rooms:
         seq = room.delivered
         total, epoch = self._presence.total(room.id), self._history.epoch or ""
         who = (member.user, member.name)
-        welcome = envelopes.welcome(room.id, member.id, total, seq, epoch, recovered, *who)
+        welcome = envelopes.welcome(room.id, member.id, total, seq, epoch, recovered, *who, ref=member.ref)
         member.send(text_frame(welcome))
         if recovered:
             member.seq = resume.since or 0
@@ -195,7 +195,8 @@ class Rooms:
     async def send(self, member: Membership, text: str, msg_id: str | None = None) -> StoreAck:
         stored = await self.say(member, text, msg_id)
         if msg_id is not None:
-            member.send(text_frame(envelopes.ack(msg_id, stored.seq)))
+            room = member.room_id if member.multiplexed else None
+            member.send(text_frame(envelopes.ack(msg_id, stored.seq, room)))
         return stored
 
     async def say(self, member: Membership, text: str, msg_id: str | None = None) -> StoreAck:

@@ -136,6 +136,24 @@ class RoomsSettings(ServiceSettings):
     """Seconds a member cut off as a slow consumer keeps its connection to read its backlog and the 1013
     before it is dropped; also how long a catching-up member may take to read its backlog.
     """
+    # The multiplexed /ws (one connection, many rooms).
+    max_rooms_per_connection: int = Field(
+        default=128,
+        ge=1,
+        le=4096,
+        description="Rooms one /ws connection may be in at once; the next join gets an error frame 4029.",
+    )
+    connection_join_rate: float = Field(
+        default=10.0,
+        gt=0,
+        description="Joins per second one /ws connection may make (refused ones count); over it, error 4029.",
+    )
+    connection_join_burst: int = Field(
+        default=160,
+        ge=1,
+        description="Joins a /ws connection may make at once: above MAX_ROOMS_PER_CONNECTION so a client "
+        "that reconnects can rejoin every room it had in one go.",
+    )
 
     # The app's hooks (hooks.py): asked before a member is admitted and before a message is stored.
     join_hook_url: str | None = Field(

@@ -305,7 +305,7 @@ class Stack:
                     self._add_service(f"{service}-{i}", service, module, port, "/readyz", i - 1)
                 )
 
-        routes = {"/echo": "echo", "/ws/{room_id}": "rooms", "/stats": "stats"}
+        routes = {"/echo": "echo", "/ws/{room_id}": "rooms", "/ws": "rooms", "/stats": "stats"}
         for service, (module, route) in cfg.extra_services.items():
             port = free_port()
             upstreams[service] = [self._add_service(f"{service}-1", service, module, port, "/healthz")]
@@ -620,7 +620,7 @@ class Stack:
         self.stop()
 
     def describe(self) -> Iterator[str]:
-        paths = "/echo  /ws/{room_id}  /stats"
+        paths = "/echo  /ws/{room_id}  /ws  /stats"
         gateway = self.processes["gateway"]
         workers = gateway.env.get("GATEWAY_WORKERS", "auto")
         yield (
