@@ -247,6 +247,8 @@ def test_the_multiplexed_channel_describes_every_frame_both_ways() -> None:
         "members",
         "left",
         "error",
+        "refresh",
+        "refreshed",
     }
     assert set(channel["bindings"]["ws"]["query"]["properties"]) == {"token", "name"}
     table_codes, app_codes = DOC["components"]["schemas"]["error"]["properties"]["code"]["anyOf"]
@@ -289,6 +291,18 @@ async def test_real_multiplexed_frames_validate(stack: Stack) -> None:
         await other.send(json.dumps(leave))
         assert_valid("left", await next_event(other, "left", ref="a2"))
         assert_valid("leave", await next_event(conn, "leave"))
+        # the connection's token refreshed (issue 21): refreshed with the new exp; a bad one: error 4001
+        claims = {"sub": "mux", "rooms": ["mux-a", "mux-b"], "exp": int(time.time()) + 120}
+        refresh = {"type": "refresh", "token": jwt.encode(claims, TOKEN_SECRET, algorithm="HS256")}
+        assert_valid("refresh", refresh)
+        await conn.send(json.dumps(refresh))
+        refreshed = await next_event(conn, "refreshed")
+        assert refreshed["exp"] == claims["exp"]
+        assert_valid("refreshed", refreshed)
+        await conn.send(json.dumps({"type": "refresh", "token": "not-a-token"}))
+        bad = await next_event(conn, "error", code=CloseCode.INVALID_TOKEN)
+        assert "room" not in bad and "id" not in bad
+        assert_valid("error", bad)
         # a resume on /ws: since/epoch in the join, recovered in the welcome
         resume = {"type": "join", "room": "mux-a", "ref": "back", "since": 0, "epoch": welcome["epoch"]}
         assert_valid("muxJoin", resume)

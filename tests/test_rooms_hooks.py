@@ -189,6 +189,38 @@ async def test_the_python_client_raises_refused_for_a_denied_send_and_goes_on(ho
         assert message.text == "FINE"
 
 
+async def test_a_ws_join_the_hook_denies_is_an_error_frame_and_the_connection_goes_on(
+    hook_stack: Stack, backend: Backend
+) -> None:
+    """On the multiplexed /ws, the join hook refuses one join with an ``error`` frame (the app's code),
+    the connection stays and joins another room; the publish hook refuses one send with its id."""
+    headers = {"Cookie": SESSION_COOKIE}
+    async with await ws(f"{hook_stack.gateway_url}/ws", additional_headers=headers) as conn:
+        await conn.send(json.dumps({"type": "join", "room": "deny-mux", "ref": "1"}))
+        refused = await next_event(conn, "error")
+        assert refused == {
+            "type": "error",
+            "room": "deny-mux",
+            "ref": "1",
+            "code": 4403,
+            "reason": "not on the list",
+        }
+        assert_valid("error", refused)
+        await conn.send(json.dumps({"type": "join", "room": "who-mux", "ref": "2"}))
+        welcome = await next_event(conn, "welcome", room="who-mux")
+        assert welcome["ref"] == "2"  # the same connection, admitted by the app's session cookie
+        assert (welcome["user"], welcome["name"]) == ("ana", "Ana from the app")
+        await conn.send(json.dumps({"type": "send", "room": "who-mux", "text": "a badword", "id": "m-1"}))
+        denied = await next_event(conn, "error")
+        assert (denied["room"], denied["id"], denied["code"]) == ("who-mux", "m-1", 4422)
+        await conn.send(json.dumps({"type": "send", "room": "who-mux", "text": "shout:hi", "id": "m-2"}))
+        message = await next_event(conn, "message", room="who-mux")
+        assert (message["text"], message["id"], message["user"]) == ("HI", "m-2", "ana")
+    assert [asked["headers"].get("cookie") for asked in backend.asked("join", room="who-mux")] == [
+        SESSION_COOKIE
+    ]
+
+
 async def test_api_publishes_go_through_the_publish_hook(hook_stack: Stack) -> None:
     async with gateway_client(hook_stack) as api:
         denied = await api.post("/api/rooms/open-api/messages", json={"text": "badword"}, headers=AUTH)

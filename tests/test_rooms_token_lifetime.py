@@ -55,7 +55,36 @@ async def test_the_python_client_refreshes_and_is_never_closed(lifetime_stack: S
         assert room.refreshes >= 2
 
 
-def test_realtime_js_refreshes_and_is_never_closed(lifetime_stack: Stack, tmp_path: Path) -> None:
+async def test_a_ws_connection_whose_token_expires_sees_4002(lifetime_stack: Stack) -> None:
+    """The multiplexed /ws: the connection's token, refreshed once, then left to expire: 4002."""
+    async with await ws(f"{lifetime_stack.gateway_url}/ws?token={token()}") as conn:
+        await conn.send(json.dumps({"type": "join", "room": "tl-mux", "ref": "1"}))
+        await next_event(conn, "welcome", ref="1")
+        await conn.send(json.dumps({"type": "refresh", "token": token(life=LIFE + 1)}))
+        await next_event(conn, "refreshed")
+        await conn.send(json.dumps({"type": "refresh", "token": token(user="someone-else")}))
+        assert (await next_event(conn, "error"))["code"] == CloseCode.INVALID_TOKEN  # the old exp stands
+        assert await closed_with(conn) == (CloseCode.TOKEN_EXPIRED, "token expired")
+
+
+async def test_the_python_connection_refreshes_and_is_never_closed(lifetime_stack: Stack) -> None:
+    minted: list[str] = []
+
+    def fresh() -> str:
+        minted.append(token())
+        return minted[-1]
+
+    async with realtime_client.Connection(lifetime_stack.gateway_url, token=fresh) as conn:
+        room = await conn.join("tl-mux-py")
+        await asyncio.sleep(LIFE * 2.5)  # past two tokens' exp
+        seq = await asyncio.wait_for(room.send("still here"), 10)
+        assert seq >= 1
+        assert conn.closes == [] and conn.connects == 1
+        assert conn.refreshes >= 2
+
+
+@pytest.mark.parametrize("kind", ["room", "connection"])
+def test_realtime_js_refreshes_and_is_never_closed(lifetime_stack: Stack, tmp_path: Path, kind: str) -> None:
     node = shutil.which("node")
     if node is None:
         pytest.skip("node is not installed")
@@ -65,7 +94,7 @@ def test_realtime_js_refreshes_and_is_never_closed(lifetime_stack: Stack, tmp_pa
     # minted in order, each living LIFE seconds after the moment it is asked for (about)
     tokens = [token(life=LIFE + i * (LIFE - min(30.0, LIFE / 4))) for i in range(6)]
     host = lifetime_stack.gateway_url.removeprefix("ws://")
-    env = {**os.environ, "TOKENS": json.dumps(tokens), "SECONDS_TO_STAY": str(stay)}
+    env = {**os.environ, "TOKENS": json.dumps(tokens), "SECONDS_TO_STAY": str(stay), "KIND": kind}
     done = subprocess.run(
         [
             node,
@@ -74,7 +103,7 @@ def test_realtime_js_refreshes_and_is_never_closed(lifetime_stack: Stack, tmp_pa
             str(ROOT / "tests/support/js_refresh.mjs"),
             str(module),
             host,
-            "tl-js",
+            f"tl-js-{kind}",
         ],
         capture_output=True,
         text=True,

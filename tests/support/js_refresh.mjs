@@ -1,4 +1,5 @@
-// realtime.js's Room under Node (no browser on this machine): joins a room through the gateway with a
+// realtime.js's Room (or, with KIND=connection, a room on a RoomConnection at /ws) under Node (no
+// browser on this machine): joins a room through the gateway with a
 // token function that hands out the short-lived tokens given in TOKENS (JSON list), stays SECONDS, then
 // prints what happened as one JSON line: welcomes, closes seen, refresh frames sent, a send's seq.
 // Run: node --experimental-websocket js_refresh.mjs <realtime.js path> <gateway host:port> <room>
@@ -17,16 +18,25 @@ globalThis.WebSocket = class extends RealSocket {
   }
 };
 
-const { Room } = await import(modulePath);
+const { Room, RoomConnection } = await import(modulePath);
 const report = { welcomes: 0, states: [], finals: [], refreshes: 0, seq: null };
 let next = 0;
-const member = new Room(room, {
+const options = {
   token: () => tokens[Math.min(next++, tokens.length - 1)],
   onWelcome: () => (report.welcomes += 1),
   onState: (state, text) => report.states.push(`${state}: ${text}`),
   onFinalClose: (event) => report.finals.push(event.code),
-});
-member.open();
+};
+let member;
+if (process.env.KIND === "connection") {
+  const connection = new RoomConnection(options);
+  connection.open();
+  member = connection.join(room, { onWelcome: options.onWelcome });
+  member.close = () => connection.close();
+} else {
+  member = new Room(room, options);
+  member.open();
+}
 await new Promise((resolve) => setTimeout(resolve, seconds * 1000));
 report.seq = await Promise.race([member.send("after refreshes"), new Promise((r) => setTimeout(() => r(null), 5000))]);
 report.refreshes = sent.length;

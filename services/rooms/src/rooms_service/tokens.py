@@ -10,7 +10,7 @@ in it: an ``InvalidToken`` carries only the reason's class name.
 
 import asyncio
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -141,13 +141,14 @@ class Lifetime:
     """A token member's time left: ``expired()`` is called when its token's ``exp`` (plus the leeway)
     passes, unless ``refresh`` moved it on first. ``refresh(token)`` checks a new token (valid, the same
     ``sub``, this room) and returns its ``exp``; ``InvalidToken`` leaves the old expiry standing.
-    ``cancel()`` when the member leaves. Used the same way by every kind of join."""
+    ``cancel()`` when the member leaves. Used the same way by every kind of join; a ``/ws`` connection
+    has no room of its own (``room_id`` None) and names the rooms it is in at each ``refresh``."""
 
     def __init__(
         self,
         verifier: TokenVerifier,
         identity: Identity,
-        room_id: str,
+        room_id: str | None,
         expired: Callable[[], None],
         *,
         leeway: float = 0.0,
@@ -159,6 +160,7 @@ class Lifetime:
         self._leeway = leeway
         self._timer: asyncio.TimerHandle | None = None
         self.exp = identity.exp
+        self.identity = identity  # the newest token's
         self._arm()
 
     def _arm(self) -> None:
@@ -169,12 +171,14 @@ class Lifetime:
             delay = max(0.0, self.exp + self._leeway - time.time())
             self._timer = asyncio.get_running_loop().call_later(delay, self._expired)
 
-    def refresh(self, token: str) -> float | None:
+    def refresh(self, token: str, rooms: Iterable[str] = ()) -> float | None:
         identity = self._verifier.verify(token)
         if identity.user != self._user:
             raise InvalidToken("AnotherSubject")
-        if not identity.may_join(self._room):
-            raise InvalidToken("AnotherRoom")
+        for room_id in (self._room, *rooms) if self._room is not None else tuple(rooms):
+            if not identity.may_join(room_id):
+                raise InvalidToken("AnotherRoom")
+        self.identity = identity
         self.exp = identity.exp
         self._arm()
         return self.exp
