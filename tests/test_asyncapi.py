@@ -70,7 +70,7 @@ def test_every_envelope_type_rooms_send_is_described() -> None:
         for name, value in vars(envelopes).items()
         if name.isupper() and isinstance(value, str) and value not in INTERNAL_TYPES
     }
-    assert types == {"message", "join", "leave", "welcome", "members", "ack"}
+    assert types == {"message", "join", "leave", "welcome", "members", "ack", "error", "refreshed"}
     schemas = DOC["components"]["schemas"]
     described = {
         s["properties"]["type"]["const"] for s in schemas.values() if "type" in s.get("properties", {})
@@ -266,10 +266,14 @@ def test_the_multiplexed_channel_describes_every_frame_both_ways() -> None:
         "members",
         "left",
         "error",
+        "refresh",
+        "refreshed",
     }
     assert set(channel["bindings"]["ws"]["query"]["properties"]) == {"token", "name"}
-    error_codes = set(DOC["components"]["schemas"]["error"]["properties"]["code"]["enum"])
+    table_codes, app_codes = DOC["components"]["schemas"]["error"]["properties"]["code"]["anyOf"]
+    error_codes = set(table_codes["enum"])
     assert error_codes <= set(close_table())
+    assert (app_codes["minimum"], app_codes["maximum"]) == (4000, 4999)  # a hook's deny: the app's code
 
 
 async def test_real_multiplexed_frames_validate(stack: Stack) -> None:
@@ -306,6 +310,18 @@ async def test_real_multiplexed_frames_validate(stack: Stack) -> None:
         await other.send(json.dumps(leave))
         assert_valid("left", await next_event(other, "left", ref="a2"))
         assert_valid("leave", await next_event(conn, "leave"))
+        # the connection's token refreshed (issue 21): refreshed with the new exp; a bad one: error 4001
+        claims = {"sub": "mux", "rooms": ["mux-a", "mux-b"], "exp": int(time.time()) + 120}
+        refresh = {"type": "refresh", "token": jwt.encode(claims, TOKEN_SECRET, algorithm="HS256")}
+        assert_valid("refresh", refresh)
+        await conn.send(json.dumps(refresh))
+        refreshed = await next_event(conn, "refreshed")
+        assert refreshed["exp"] == claims["exp"]
+        assert_valid("refreshed", refreshed)
+        await conn.send(json.dumps({"type": "refresh", "token": "not-a-token"}))
+        bad = await next_event(conn, "error", code=CloseCode.INVALID_TOKEN)
+        assert "room" not in bad and "id" not in bad
+        assert_valid("error", bad)
         # a resume on /ws: since/epoch in the join, recovered in the welcome
         resume = {"type": "join", "room": "mux-a", "ref": "back", "since": 0, "epoch": welcome["epoch"]}
         assert_valid("muxJoin", resume)

@@ -63,8 +63,8 @@ def nats_room_subjects(stack: Stack) -> dict[str, list[str]]:
 
 
 def is_service_subject(subject: str) -> bool:
-    """A replica's own subscriptions, not a room's: the shared throttle and presence."""
-    return subject == "rooms.auth.results" or subject.startswith("rooms.presence.")
+    """A replica's own subscriptions, not a room's: the shared throttle, presence, the server API."""
+    return subject == "rooms.auth.results" or subject.startswith(("rooms.presence.", "rooms.control."))
 
 
 async def recv_n(conn: ClientConnection, n: int) -> list[str | bytes]:

@@ -20,7 +20,7 @@ protocol's (docs/asyncapi.yaml, ``x-close-codes``).
 """
 
 from realtime_client.backoff import Backoff
-from realtime_client.closes import FINAL, RECONNECT, Closed, Forbidden, InvalidToken, RoomClosed
+from realtime_client.closes import FINAL, RECONNECT, Closed, Forbidden, InvalidToken, Refused, RoomClosed
 from realtime_client.connection import Connection, Joined, SendRefused
 from realtime_client.pulse import Pulse
 from realtime_client.room import Gap, Member, Message, Presence, Room, TokenSource, Welcome
@@ -39,6 +39,7 @@ __all__ = [
     "Message",
     "Presence",
     "Pulse",
+    "Refused",
     "Room",
     "RoomClosed",
     "SendRefused",

@@ -2,10 +2,11 @@
 ``realtime_client.backoff``)."""
 
 # Trying again can help (a deploy, a crash, a drop, overload, a slow-consumer cut-off, NATS away).
-RECONNECT = frozenset({1001, 1005, 1006, 1011, 1012, 1013})
+RECONNECT = frozenset({1001, 1005, 1006, 1011, 1012, 1013, 4002})  # 4002: token expired (a new one)
 # Trying again cannot help: the README's "final" codes. Any code in neither set (1000 from the server,
 # an unknown one) is final too: the server meant to end the session.
-FINAL = frozenset({1008, 1009, 4001, 4003, 4004, 4009, 4011, 4029})  # 4009/4011/4029: /ws error frames
+# 4010: the app disconnected this user; 4009/4011/4029: /ws error frames (the same frame gets the same answer)
+FINAL = frozenset({1008, 1009, 4001, 4003, 4004, 4009, 4010, 4011, 4029})
 INVALID_TOKEN = 4001
 FORBIDDEN = 4003
 ABNORMAL = 1006  # no close frame: the connection dropped
@@ -16,6 +17,17 @@ class Closed(Exception):
 
     def __init__(self, code: int, reason: str = "") -> None:
         super().__init__(f"closed with {code}" + (f" {reason!r}" if reason else ""))
+        self.code = code
+        self.reason = reason
+
+
+class Refused(Closed):
+    """One send was not stored: the app's publish hook denied it (its code and reason), or could not
+    decide in time (1013: send it again with the same id), or ``/ws`` refused the frame (1008 malformed,
+    4011 not joined, 4029 over the rate). Only that send ends: the session goes on."""
+
+    def __init__(self, code: int, reason: str = "") -> None:
+        Exception.__init__(self, f"refused with {code}" + (f" {reason!r}" if reason else ""))
         self.code = code
         self.reason = reason
 

@@ -13,7 +13,9 @@ each with its own ``since``/``epoch``, by itself; unacknowledged sends are sent 
 welcome. A final close of the connection (1008, 4001 at connect, ...) ends every room. An ``error`` frame
 concerns one room or one frame: a refused join raises from ``join()`` (``Forbidden``, ``InvalidToken``,
 ``RoomClosed``; 1013 "messaging unavailable" is retried), a refused send raises from its ``send()``
-(``SendRefused``; 1013 is sent again after a pause, like any unacknowledged send).
+(``Refused``, also named ``SendRefused``: the app's publish hook denied it, or the frame was refused;
+1013 is sent again after a pause, like any unacknowledged send). A token from a callable is refreshed on
+the connection shortly before its ``exp`` (``refresh``), so the server never closes it with 4002.
 """
 
 import asyncio
@@ -29,14 +31,14 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from realtime_client.backoff import Backoff
-from realtime_client.closes import ABNORMAL, Closed, closed_error, should_reconnect
-from realtime_client.room import Gap, Member, TokenSource, close_of, token_of
+from realtime_client.closes import ABNORMAL, Refused, closed_error, should_reconnect
+from realtime_client.room import Gap, Member, Refreshing, TokenSource, close_of, expiry, token_of
 
 TRY_AGAIN_LATER = 1013  # an error frame's "messaging unavailable": the same frame may pass later
 
 
-class SendRefused(Closed):
-    """The server refused one message (1008 malformed, 4011 not joined, 4029 over the rate): not resent."""
+SendRefused = Refused  # the server refused one message (1008 malformed, 4011 not joined, 4029 over the
+# rate, or the publish hook's code): not resent; the name issue 20 gave it
 
 
 class Joined(Member):
@@ -90,7 +92,7 @@ class Joined(Member):
         return frame
 
 
-class Connection:
+class Connection(Refreshing):
     """``async with Connection(url, token=..., name=...) as conn: room = await conn.join("lobby")``.
 
     ``url`` is the gateway's base (``ws://host:port``); ``token`` and ``name`` are as for ``Room`` and
@@ -236,6 +238,7 @@ class Connection:
             except Exception as exc:  # the app's login said no, or its callable broke: not ours to retry
                 self._fail(exc)
                 return
+            self._exp = expiry(token)
             code, reason = await self._session(token)
             self.closes.append((code, reason))
             for room in self.rooms.values():
@@ -255,6 +258,7 @@ class Connection:
             return ABNORMAL, str(exc)
         self._conn = conn
         self._refs.clear()
+        self._start_refresh(conn)
         try:
             for joined in list(self.rooms.values()):  # every room again, each from where it was
                 await self._ask_join(joined)
@@ -265,6 +269,7 @@ class Connection:
         except ConnectionClosed:
             pass
         finally:
+            self._stop_refresh()
             self._conn = None
             self._opened.clear()
             for joined in self.rooms.values():
@@ -319,7 +324,7 @@ class Connection:
                 self.backoff.next(), lambda: self._later(joined._transmit(text, msg_id))
             )
             return
-        pending[1].set_exception(SendRefused(code, reason))
+        joined._refuse(msg_id, code, reason)
 
     def _later(self, step: Coroutine[Any, Any, None]) -> None:
         """Run a retry (a join or a send again) as a task the connection holds until it is done."""

@@ -13,17 +13,22 @@ is retried.
 
 Identity: ``token=`` is an identity token (a JWT from the app's own login), given as a string or as a
 callable (plain or async) that returns one; a callable is called before every connection attempt, so a
-reconnect an hour later sends a fresh token, not an expired one. ``name=`` is an unverified display name
+reconnect an hour later sends a fresh token, not an expired one; and while connected, shortly before the
+token's ``exp`` it is asked again and the new token sent as ``refresh``, so the server never closes a
+long-lived member with 4002 ``token expired`` (a plain string cannot be refreshed: 4002, then a
+reconnect with it, which the server refuses). ``name=`` is an unverified display name
 for a member without a token (``?name=``; the server ignores it when a token is given). Messages,
 presence events and the welcome carry the sender's ``user`` (a token's ``sub``) and ``name`` when known.
 """
 
 import asyncio
+import base64
 import contextlib
 import inspect
 import itertools
 import json
 import secrets
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -34,7 +39,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from realtime_client.backoff import Backoff
-from realtime_client.closes import ABNORMAL, closed_error, should_reconnect
+from realtime_client.closes import ABNORMAL, Refused, closed_error, should_reconnect
 
 
 @dataclass(frozen=True)
@@ -164,7 +169,8 @@ class Member:
     async def send(self, text: str, *, id: str | None = None) -> int:
         """Send ``text``; returns its stored seq once acknowledged. Across reconnects it is sent again
         with the same id until then. Raises ``RoomClosed`` (``InvalidToken``, ``Forbidden``) if the room
-        closes for good first.
+        closes for good first, ``Refused`` if the server refused it: the app's publish hook denied it
+        (its code and reason) or could not decide (1013: sending it again with the same ``id`` is safe).
         ``id`` (at most 128 printable characters, unique in the room for ROOM_DEDUP_WINDOW) defaults
         to ``<client_id>-<n>``."""
         if self._error is not None:
@@ -215,6 +221,8 @@ class Member:
             pending = self._pending.get(event["id"])
             if pending is not None and not pending[1].done():
                 pending[1].set_result(event["seq"])
+        elif kind == "error" and "id" in event:  # one send refused (the publish hook, or 1013)
+            self._refuse(event["id"], event.get("code", 0), event.get("reason", ""))
         elif kind in ("join", "leave", "members"):
             self.count = event["count"]
             who = {"user": event.get("user"), "name": event.get("name")}
@@ -222,6 +230,12 @@ class Member:
             member = event.get("member")
             presence = Presence(kind, event["count"], member, event["room"], event, **who, **lists)
             self._events.put_nowait(presence)
+
+    def _refuse(self, msg_id: str, code: int, reason: str) -> None:
+        """One send was not stored: its ``send()`` raises ``Refused``; the session goes on."""
+        pending = self._pending.get(msg_id)
+        if pending is not None and not pending[1].done():
+            pending[1].set_exception(Refused(code, reason))
 
     def _resume_from(self) -> int | None:
         """The ``since`` the next join asks for (None: nothing seen in a known epoch)."""
@@ -271,7 +285,41 @@ class Member:
         self._events.put_nowait(_END)
 
 
-class Room(Member):
+class Refreshing:
+    """A socket's token kept fresh: shortly before its ``exp`` (a quarter of what is left, at most 30 s)
+    the token callable is asked again and the new token sent as ``{"type": "refresh", "token": T}``; the
+    server answers ``refreshed`` and does not close with 4002 at the old exp. ``Room`` (its own socket)
+    and ``Connection`` (all its rooms on one socket) both do it."""
+
+    token: "TokenSource | None"
+    _exp: float | None = None  # the current token's exp
+    _refresher: asyncio.Task[None] | None = None  # sends a fresh token before exp
+    refreshes = 0
+
+    def _start_refresh(self, conn: ClientConnection) -> None:
+        if callable(self.token) and self._exp is not None and self._refresher is None:
+            self._refresher = asyncio.create_task(self._refresh(conn), name="refresh")
+
+    def _stop_refresh(self) -> None:
+        if self._refresher is not None:
+            self._refresher.cancel()
+            self._refresher = None
+
+    async def _refresh(self, conn: ClientConnection) -> None:
+        while self._exp is not None:
+            left = self._exp - time.time()
+            await asyncio.sleep(max(0.0, left - min(30.0, left / 4)))
+            try:
+                token = await token_of(self.token)
+            except Exception:  # the app's login said no: the server closes with 4002 at exp
+                return
+            with contextlib.suppress(ConnectionClosed):
+                await conn.send(json.dumps({"type": "refresh", "token": token}))
+            self.refreshes += 1
+            self._exp = expiry(token)
+
+
+class Room(Member, Refreshing):
     """``async with Room(url, room) as room: async for message in room: ...``
 
     ``url`` is the gateway's base (``ws://host:port``). ``token`` is an identity token (a JWT: the member
@@ -380,6 +428,7 @@ class Room(Member):
             except Exception as exc:  # the app's login said no, or its callable broke: not ours to retry
                 self._fail(exc)
                 return
+            self._exp = expiry(token)
             code, reason = await self._session(token)
             self.closes.append((code, reason))
             if not should_reconnect(code):
@@ -403,12 +452,14 @@ class Room(Member):
                     if event.get("type") == "welcome":
                         self._conn = conn
                         self.backoff.reset()
+                        self._start_refresh(conn)
                         await self._welcomed(event, asked)
                     else:
                         self._take(event)
         except ConnectionClosed:
             pass
         finally:
+            self._stop_refresh()
             self._conn = None
             self._joined.clear()
             await conn.close()
@@ -433,6 +484,16 @@ def close_of(conn: ClientConnection) -> tuple[int, str]:
     if rcvd is None:
         return ABNORMAL, ""
     return rcvd.code, rcvd.reason
+
+
+def expiry(token: str | None) -> float | None:
+    """A JWT's ``exp``, read without checking the token (the server checks it; this only says when)."""
+    try:
+        payload = token.split(".")[1]  # type: ignore[union-attr]
+        exp = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))).get("exp")
+    except (AttributeError, IndexError, ValueError):
+        return None
+    return float(exp) if isinstance(exp, int | float) else None
 
 
 def _frame(text: str, msg_id: str) -> str:

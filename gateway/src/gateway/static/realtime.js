@@ -17,6 +17,9 @@
 // Identity: `token` (a JWT from the app's login: a string, or a function returning one or a Promise of
 // one, asked before every connect so a reconnect never sends an expired token) or `name` (an unverified
 // display name); messages, joins, leaves and the welcome carry the sender's `user` and `name` when known.
+// A token from a function is refreshed shortly before its exp (a `refresh` frame on the open socket), so
+// the server never closes a long-lived member with 4002 "token expired". A send the server refuses (the
+// app's publish hook, or a /ws rule) is rejected with an Error carrying its `code`.
 
 /** Close codes after which trying again can help (the README's close-code table). */
 export const RECONNECT_CODES = new Set([
@@ -26,9 +29,11 @@ export const RECONNECT_CODES = new Set([
   1011, // unexpected server error
   1012, // the gateway lost its upstream (a replica restarted)
   1013, // try again later: no upstream, overloaded, or cut off as a slow consumer
+  4002, // token expired: connect again with a fresh token
 ]);
 // Everything else is final: 1000 normal, 1008 policy (rate limit, invalid room id), 1009 too big,
-// 4001 invalid identity token, 4003 wrong password, 4004 no such path.
+// 4001 invalid identity token, 4003 wrong password, 4004 no such path, 4010 disconnected by the server;
+// 4009, 4011 and 4029 only come in /ws error frames.
 
 export const CLOSE_TEXT = {
   1000: "closed",
@@ -40,9 +45,11 @@ export const CLOSE_TEXT = {
   1012: "service restarted",
   1013: "try again later",
   4001: "invalid token",
+  4002: "token expired",
   4003: "wrong password",
   4004: "no such path",
   4009: "already joined",
+  4010: "disconnected by the server",
   4011: "not joined",
   4029: "too many rooms or too fast",
 };
@@ -189,6 +196,65 @@ export class Connection {
   }
 }
 
+/** A JWT's exp (Unix seconds), read without checking it (the server checks); null when there is none. */
+export function tokenExpiry(token) {
+  try {
+    const part = token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+    const exp = JSON.parse(atob(part + "=".repeat((4 - (part.length % 4)) % 4))).exp;
+    return typeof exp === "number" ? exp : null;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Keeps one socket's token fresh: shortly before its exp (a quarter of what is left, at most 30 s) the
+ * token function is asked again and the new token sent as `refresh`, so the server never closes the
+ * socket with 4002 "token expired". Room and RoomConnection each hold one.
+ */
+class TokenRefresher {
+  constructor(owner) {
+    this.owner = owner; // has .token (the option) and .connection (a Connection)
+    this.current = null; // the token the open socket was given
+    this.timer = null;
+  }
+
+  /** The token a connection attempt is made with (the one to refresh once it is live). */
+  took(token) {
+    this.current = token;
+    return token;
+  }
+
+  /** The socket is live with `current`: plan its refresh. */
+  schedule(token = this.current) {
+    clearTimeout(this.timer);
+    const exp = tokenExpiry(token);
+    if (typeof this.owner.token !== "function" || exp === null) return;
+    const left = exp - Date.now() / 1000;
+    this.timer = setTimeout(async () => {
+      let fresh;
+      try {
+        fresh = await this.owner.token();
+      } catch {
+        return; // the app's login said no: the server closes with 4002 at exp
+      }
+      if (typeof fresh !== "string") return;
+      this.current = fresh;
+      this.owner.connection.send(JSON.stringify({ type: "refresh", token: fresh }));
+      this.schedule(fresh);
+    }, Math.max(0, left - Math.min(30, left / 4)) * 1000);
+  }
+
+  stop() {
+    clearTimeout(this.timer);
+  }
+}
+
+/** The Error a refused send is rejected with: the server's reason, and its code as `code`. */
+function refusal(event) {
+  return Object.assign(new Error(`${event.reason} (${event.code})`), { code: event.code, reason: event.reason });
+}
+
 function newId() {
   if (globalThis.crypto && typeof crypto.randomUUID === "function") return crypto.randomUUID();
   return `${Date.now().toString(36)}-${Math.random().toString(36).slice(2)}`;
@@ -239,7 +305,16 @@ class RoomMember {
     if (event.type === "welcome") this._welcome(event);
     else if (event.type === "message") this._message(event);
     else if (event.type === "ack") this._ack(event);
-    else this.onPresence(event);
+    else if (event.type === "error") this._refused(event);
+    else if (event.type !== "refreshed") this.onPresence(event);
+  }
+
+  /** One send refused (the app's publish hook denied it, or could not decide: 1013): reject it. */
+  _refused(event) {
+    const waiting = event.id === undefined ? undefined : this.pending.get(event.id);
+    if (waiting === undefined) return;
+    this.pending.delete(event.id);
+    waiting.reject(refusal(event));
   }
 
   _welcome(event) {
@@ -304,10 +379,12 @@ export class Room extends RoomMember {
     this.password = password;
     this.token = token;
     this.name = name;
+    this.refresher = new TokenRefresher(this);
     this.connection = new Connection(() => this._nextPath(), {
       onState,
       onMessage: (data) => this._receive(data),
       onFinalClose: (event) => {
+        this.refresher.stop();
         this._failAll(new Error(describeClose(event)));
         if (onFinalClose) onFinalClose(event);
       },
@@ -327,7 +404,7 @@ export class Room extends RoomMember {
 
   /** The path with a token from the token function, asked afresh for each attempt. */
   _nextPath() {
-    return tokenOf(this.token, (token) => this.path(token));
+    return tokenOf(this.token, (token) => this.path(this.refresher.took(token)));
   }
 
   get live() {
@@ -339,7 +416,13 @@ export class Room extends RoomMember {
   }
 
   close() {
+    this.refresher.stop();
     this.connection.close();
+  }
+
+  _welcome(event) {
+    super._welcome(event);
+    this.refresher.schedule(); // refreshed on the socket this welcome came on
   }
 
   _transmit(text, id) {
@@ -373,14 +456,17 @@ export class RoomConnection {
     this.rooms = new Map(); // room id -> JoinedRoom
     this.refs = new Map(); // ref -> JoinedRoom, for joins and leaves not answered yet
     this.nextRef = 0;
+    this.refresher = new TokenRefresher(this);
     this.connection = new Connection(() => this._nextPath(), {
       onState,
       onOpen: () => {
         this.refs.clear();
+        this.refresher.schedule(); // one token for all the rooms: refreshed on the connection
         for (const room of this.rooms.values()) this._join(room);
       },
       onMessage: (data) => this._receive(data),
       onFinalClose: (event) => {
+        this.refresher.stop();
         for (const room of this.rooms.values()) room._failAll(new Error(describeClose(event)));
         if (onFinalClose) onFinalClose(event);
       },
@@ -396,7 +482,7 @@ export class RoomConnection {
   }
 
   _nextPath() {
-    return tokenOf(this.token, (token) => this.path(token));
+    return tokenOf(this.token, (token) => this.path(this.refresher.took(token)));
   }
 
   get live() {
@@ -408,6 +494,7 @@ export class RoomConnection {
   }
 
   close() {
+    this.refresher.stop();
     this.connection.close();
   }
 
@@ -461,7 +548,7 @@ export class RoomConnection {
       }
     } else if (event.type === "error") {
       this._refused(event);
-    } else {
+    } else if (event.type !== "refreshed") {
       const joined = this.rooms.get(event.room);
       if (joined !== undefined && joined.joined) joined._take(event);
     }
@@ -485,8 +572,7 @@ export class RoomConnection {
         setTimeout(() => joined.pending.has(event.id) && joined._transmit(waiting.text, event.id), backoff(1));
         return;
       }
-      joined.pending.delete(event.id);
-      waiting.reject(new Error(`${event.reason} (${event.code})`));
+      joined._refused(event); // the app's publish hook, 4011, 4029, 1008: rejected with its code
     }
     joined.onError(event);
   }

@@ -14,8 +14,10 @@ class CloseCode(IntEnum):
     SERVICE_RESTART = 1012  # the gateway lost its upstream because that service restarted
     TRY_AGAIN_LATER = 1013  # no healthy upstream, overloaded, or a slow consumer cut off: resume
     INVALID_TOKEN = 4001  # identity token expired, forged, malformed, for another room, or not accepted here
+    TOKEN_EXPIRED = 4002  # a member's token reached its exp without a refresh: come back with a new token
     FORBIDDEN = 4003  # wrong or missing room password
     NOT_FOUND = 4004  # no such path at the gateway
+    DISCONNECTED = 4010  # the app cut this user off (POST /api/users/{user}/disconnect): do not come back
     # Codes of the ``error`` frames of the multiplexed ``/ws`` (one room or one frame refused; the
     # connection stays open): never sent as a close; final (the same frame again gets the same answer).
     ALREADY_JOINED = 4009  # a join for a room this connection is in (or joining)
@@ -35,6 +37,7 @@ RECONNECT = frozenset(
         CloseCode.INTERNAL_ERROR,
         CloseCode.SERVICE_RESTART,
         CloseCode.TRY_AGAIN_LATER,
+        CloseCode.TOKEN_EXPIRED,
     }
 )
 # Every other code is final (1000 included: the server meant to end the session), and so is a code that

@@ -136,6 +136,22 @@ WEBHOOK_PENDING = Gauge(
     multiprocess_mode="livemax",
 )
 
+# --- the app's hooks (rooms): no room, user or URL label ---------------------------------------------
+HOOK_KINDS = ("join", "publish")
+HOOK_OUTCOMES = ("allow", "replace", "deny", "timeout", "error")
+HOOK_SECONDS = Histogram(
+    "realtime_hook_seconds",
+    "one hook call, from asking for a slot to the app's answer (or the timeout), by hook",
+    ["service", "hook"],
+    buckets=LATENCY_BUCKETS,
+)
+HOOK_CALLS = Counter(
+    "realtime_hook_calls",
+    "hook calls by hook and outcome: allow, replace (publish: allowed with a new text), deny, timeout, "
+    "error (non-200, unreadable answer, connection failed)",
+    ["service", "hook", "outcome"],
+)
+
 # --- the pulse (every instance samples; stats builds and relays) -------------------------------------
 PULSE_SAMPLES_PUBLISHED = Counter(
     "realtime_pulse_samples_published", "pulse samples this instance published", ["service"]

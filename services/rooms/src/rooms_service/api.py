@@ -20,9 +20,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from rooms_service import envelopes
+from rooms_service import envelopes, server_api
 from rooms_service.api_keys import ApiKeys, Verdict
 from rooms_service.guard import FailureThrottle
+from rooms_service.hooks import Hooks
 from rooms_service.room_ids import InvalidRoomId, validate_room_id
 from rooms_service.rooms import Rooms
 from rooms_service.settings import RoomsSettings
@@ -147,6 +148,7 @@ def create_router(settings: RoomsSettings) -> APIRouter:
         summary="Publish a message into a room",
         responses={
             **REFUSALS,
+            403: {"model": Problem, "description": "the publish hook denied it (`detail`: the app's reason)"},
             413: {"model": Problem, "description": "text over WS_MAX_SIZE bytes, or a larger body"},
             422: {"description": "broken JSON, a wrong type, an unknown field"},
         },
@@ -165,8 +167,9 @@ def create_router(settings: RoomsSettings) -> APIRouter:
         if len(message.text.encode("utf-8")) > settings.ws_max_size:
             raise HTTPException(413, "text over WS_MAX_SIZE bytes")
         rooms: Rooms = request.app.state.rooms
+        text = await _moderated(request.app.state.hooks, room_id, message)
         try:
-            ack = await rooms.publish(room_id, message.text, message.id, name=message.name)
+            ack = await rooms.publish(room_id, text, message.id, name=message.name)
         except Exception as exc:  # NATS away for longer than ROOM_STORE_TIMEOUT
             raise unavailable(room_id, "store an API message", exc) from None
         return PublishResponse(seq=ack.seq, duplicate=ack.duplicate)
@@ -203,7 +206,22 @@ def create_router(settings: RoomsSettings) -> APIRouter:
         # The stored bytes as members get them, spliced in: never decoded and encoded again.
         return Response(b'%s,"messages":[%s]}' % (head[:-1], messages), media_type="application/json")
 
+    # GET /api/rooms, presence, disconnect, DELETE messages, broadcast: the same keys and refusals
+    server_api.add_routes(router, settings, REFUSALS, room, unavailable, _read_bounded)
     return router
+
+
+async def _moderated(hooks: Hooks, room_id: str, message: PublishRequest) -> str:
+    """The text to store: the publish hook's answer (``PUBLISH_HOOK_API``); 403 denied, 503 failed."""
+    if not (hooks.publishes and hooks.publish_api):
+        return message.text
+    decision = await hooks.publish(room_id, None, message.name, message.text, message.id)
+    if decision.failed:
+        headers = {"Retry-After": str(UNAVAILABLE_RETRY_AFTER)}
+        raise HTTPException(503, "publish hook unavailable", headers=headers)
+    if not decision.allowed:
+        raise HTTPException(403, decision.reason)
+    return decision.text if decision.text is not None else message.text
 
 
 async def _read_bounded(request: Request, bound: int) -> bytes:

@@ -11,6 +11,7 @@ then welcomed and caught up (``since``/``epoch``, ``history``) before it hears t
 
 import asyncio
 import contextlib
+import functools
 import logging
 import secrets
 import time
@@ -22,13 +23,16 @@ from fastapi import FastAPI, Query, WebSocket
 from realtime import metrics
 from realtime.app import create_service_app
 from realtime.close_codes import CloseCode
+from realtime.frames import text_frame
 from realtime.operator import operator_route
 from realtime.tasks import cancel_and_wait
 from realtime.transport import frame_writer
 
-from rooms_service import api, envelopes, mux
+from rooms_service import api, envelopes, mux, server_api
 from rooms_service.admission import Admission, Busy, waited_since
+from rooms_service.control import Control
 from rooms_service.guard import FailureThrottle, PasswordGuard, Verdict
+from rooms_service.hooks import Decision, Hooks
 from rooms_service.limits import TokenBucket
 from rooms_service.membership import Membership, Resume
 from rooms_service.room_ids import InvalidRoomId, validate_room_id
@@ -36,7 +40,7 @@ from rooms_service.rooms import NotAdmitted, Rooms
 from rooms_service.settings import RoomsSettings
 from rooms_service.signing import Signer
 from rooms_service.throttle_sync import announcer, apply_others, results_subject
-from rooms_service.tokens import Identity, TokenVerifier, display_name
+from rooms_service.tokens import Identity, InvalidToken, Lifetime, TokenVerifier, display_name
 from rooms_service.webhooks import Webhooks, event_types
 
 logger = logging.getLogger(__name__)
@@ -61,6 +65,7 @@ def create_app(settings: RoomsSettings | None = None) -> FastAPI:
     if settings.events_webhook_url:  # unknown event types or a malformed secret fail here, at start
         event_types(settings.events_webhook_types)
         Signer(settings.events_webhook_secret.get_secret_value() if settings.events_webhook_secret else None)
+    hooks = Hooks(settings)  # a malformed HOOK_SECRET fails here, at start
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -69,16 +74,26 @@ def create_app(settings: RoomsSettings | None = None) -> FastAPI:
         app.state.rooms = rooms
         results = results_subject(settings.subject_prefix)
         guard.announce = announcer(bus, results, origin)
+        control = Control(
+            bus,
+            settings.subject_prefix,
+            origin,
+            peers=rooms.census.peers,
+            handlers=server_api.handlers(rooms),
+        )
+        app.state.control = control  # the server API's questions to every replica
         tasks = [
             asyncio.create_task(rooms.keep_history(), name="room history"),
             asyncio.create_task(rooms.census.run(), name="presence census"),
             asyncio.create_task(rooms.heartbeat(), name="presence heartbeat"),
             asyncio.create_task(rooms.events.run(), name="room events"),
             asyncio.create_task(apply_others(bus, results, origin, guard), name="shared throttle"),
+            asyncio.create_task(control.run(), name="server API"),
         ]
         if settings.events_webhook_url:  # events.py, webhooks.py: the app's webhook
             tasks.append(asyncio.create_task(Webhooks(rooms.events, settings).run(), name="webhooks"))
         app.state.readiness["history"] = lambda: rooms.history_ready
+        await hooks.start()
         try:
             yield
         finally:
@@ -86,11 +101,13 @@ def create_app(settings: RoomsSettings | None = None) -> FastAPI:
                 await cancel_and_wait(task)
             guard.announce = None
             await rooms.close()
+            await hooks.close()
 
     app = create_service_app(settings, lifespan=lifespan)
     app.include_router(api.create_router(settings))  # POST/GET /api/rooms/{room_id}/messages
     app.state.guard = guard
     app.state.admission = Admission(settings.room_joins_in_flight, settings.room_join_wait)
+    app.state.hooks = hooks  # join(room, user, name, address, headers) for every kind of join
     on, service = settings.metrics, settings.service_name
     auth_failures = metrics.child(metrics.AUTH_FAILURES, on, service=service)
     auth_throttled = metrics.child(metrics.AUTH_THROTTLED, on, service=service)
@@ -158,8 +175,24 @@ def create_app(settings: RoomsSettings | None = None) -> FastAPI:
             await _refuse(websocket, CloseCode.FORBIDDEN, "forbidden")
             return
         who = (identity.user, identity.name) if identity is not None else (None, shown_name)
+        if hooks.joins:  # the app decides, after the password or token check
+            decision = await hooks.join(room_id, *who, client, websocket.headers)
+            if not decision.allowed:
+                await _refuse(websocket, decision.code, decision.reason)
+                return
+            if decision.user is not None or decision.name is not None:
+                who = (decision.user or who[0], decision.name or who[1])
         await _session(
-            app.state.rooms, settings, websocket, room_id, wire_format == "json", resume, counts, who
+            app.state.rooms,
+            settings,
+            websocket,
+            room_id,
+            wire_format == "json",
+            resume,
+            counts,
+            who,
+            hooks,
+            (tokens, identity),
         )
 
     @app.websocket("/ws/{rest:path}")
@@ -170,7 +203,7 @@ def create_app(settings: RoomsSettings | None = None) -> FastAPI:
     return app
 
 
-async def _refuse(websocket: WebSocket, code: CloseCode, reason: str) -> None:
+async def _refuse(websocket: WebSocket, code: int, reason: str) -> None:
     await websocket.accept()
     await websocket.close(code, reason)
 
@@ -213,12 +246,15 @@ async def _session(
     resume: Resume,
     counts: _RelayMetrics,
     who: tuple[str | None, str | None],
+    hooks: Hooks,
+    token: tuple[TokenVerifier, Identity | None],
 ) -> None:
     """Join first (the member hears the room from the moment its handshake completes), then accept."""
     writer = frame_writer(websocket)
     if writer is None:
         raise RuntimeError("rooms needs the platform's WebSocket protocol (realtime.transport)")
     member = Membership(secrets.token_hex(6), room_id, writer, json, user=who[0], name=who[1])
+    lifetime: Lifetime | None = None
     try:
         try:
             waited = waited_since(websocket.headers.get("x-request-start"))
@@ -235,14 +271,26 @@ async def _session(
             logger.warning("room %s: could not welcome (%s)", room_id, type(exc).__name__)
             _close(member, CloseCode.TRY_AGAIN_LATER, "messaging unavailable")
             return
+        verifier, identity = token
+        if identity is not None:  # closed with 4002 at its exp, unless it refreshes first
+            expired = functools.partial(_close, member, CloseCode.TOKEN_EXPIRED, "token expired")
+            lifetime = Lifetime(verifier, identity, room_id, expired, leeway=settings.token_leeway)
         bucket = TokenBucket(settings.message_rate, settings.message_burst)
-        await _relay(rooms, websocket, member, bucket, counts)
+        await _relay(rooms, websocket, member, bucket, counts, hooks, lifetime)
     finally:
+        if lifetime is not None:
+            lifetime.cancel()
         await rooms.leave(member)
 
 
 async def _relay(
-    rooms: Rooms, websocket: WebSocket, member: Membership, bucket: TokenBucket, counts: _RelayMetrics
+    rooms: Rooms,
+    websocket: WebSocket,
+    member: Membership,
+    bucket: TokenBucket,
+    counts: _RelayMetrics,
+    hooks: Hooks,
+    lifetime: Lifetime | None = None,
 ) -> None:
     """Store what the member says until it leaves or breaks a limit (size is uvicorn's: 1009); a JSON
     member that gave an id is acknowledged with the stored seq once it is stored."""
@@ -262,11 +310,23 @@ async def _relay(
         started = time.perf_counter() if counts.on else 0.0
         msg_id = None
         if member.json:
+            refresh = envelopes.parse_refresh(text)
+            if refresh is not None:
+                _refresh(member, lifetime, refresh)
+                continue
             try:
                 text, msg_id = envelopes.parse_send(text)
             except ValueError:
                 _close(member, CloseCode.POLICY_VIOLATION, "invalid message id")
                 return
+        if hooks.publishes:  # the app decides before anything is stored
+            decision = await hooks.publish(member.room_id, member.user, member.name, text, msg_id)
+            if not decision.allowed:
+                if not _not_stored(member, msg_id, decision):
+                    return
+                continue
+            if decision.text is not None:
+                text = decision.text
         try:
             await rooms.send(member, text, msg_id)  # stored, then acked when it has an id
         except Exception as exc:  # NATS away for longer than ROOM_STORE_TIMEOUT
@@ -275,6 +335,31 @@ async def _relay(
             return
         if counts.on:
             counts.publish_to_store.observe(time.perf_counter() - started)
+
+
+def _refresh(member: Membership, lifetime: Lifetime | None, token: str) -> None:
+    """``{"type":"refresh","token":T}``: a valid token for the same user moves the expiry on
+    (``refreshed`` with the new ``exp``); anything else is an ``error`` 4001 and the old expiry stands."""
+    try:
+        if lifetime is None:
+            raise InvalidToken("NoTokenToRefresh")
+        exp = lifetime.refresh(token)
+    except InvalidToken:
+        member.send(text_frame(envelopes.error(None, CloseCode.INVALID_TOKEN, "invalid token")))
+        return
+    member.send(text_frame(envelopes.refreshed(exp)))
+
+
+def _not_stored(member: Membership, msg_id: str | None, decision: Decision) -> bool:
+    """A message the publish hook refused (or could not decide on): a JSON member hears ``error`` and stays;
+    a plain one cannot be told, so a denied message is dropped and a failed hook closes it (1013)."""
+    if member.json:
+        member.send(text_frame(envelopes.error(msg_id, decision.code, decision.reason)))
+        return True
+    if decision.failed:
+        _close(member, CloseCode.TRY_AGAIN_LATER, decision.reason)
+        return False
+    return True
 
 
 def _close(member: Membership, code: CloseCode, reason: str) -> None:

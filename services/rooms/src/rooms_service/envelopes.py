@@ -33,6 +33,8 @@ DIFF = "diff"
 WELCOME = "welcome"
 MEMBERS = "members"
 ACK = "ack"
+ERROR = "error"
+REFRESHED = "refreshed"
 
 
 def encode(event: dict[str, Any]) -> bytes:
@@ -160,6 +162,36 @@ def ack(msg_id: str, seq: int, room: str | None = None) -> str:
     event: dict[str, Any] = {"type": ACK, "room": room} if room is not None else {"type": ACK}
     event["id"], event["seq"] = msg_id, seq
     return json.dumps(event, separators=(",", ":"), ensure_ascii=False)
+
+
+def error(msg_id: str | None, code: int, reason: str) -> str:
+    """One frame refused without closing: ``{"type":"error","id":I,"code":C,"reason":R}`` (no ``id``
+    when the frame had none); ``code`` from the close-code table or an app's 4000-4999."""
+    event: dict[str, Any] = {"type": ERROR}
+    if msg_id is not None:
+        event["id"] = msg_id
+    event["code"] = code
+    event["reason"] = reason
+    return json.dumps(event, separators=(",", ":"), ensure_ascii=False)
+
+
+def refreshed(exp: float | None) -> str:
+    return json.dumps({"type": REFRESHED, "exp": exp}, separators=(",", ":"))
+
+
+def parse_refresh(text: str) -> str | None:
+    """The token of a ``{"type":"refresh","token":T}`` frame from a JSON member; None for anything else
+    (cheap for every other frame: only one that mentions "refresh" is parsed)."""
+    if not text.startswith("{") or '"refresh"' not in text:
+        return None
+    try:
+        event = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(event, dict) or event.get("type") != "refresh" or "text" in event:
+        return None
+    token = event.get("token")
+    return token if isinstance(token, str) else ""
 
 
 def parse_send(text: str) -> tuple[str, str | None]:

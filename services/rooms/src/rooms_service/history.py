@@ -159,6 +159,10 @@ class History:
                 backlog = (await self.after(subject, 0, size))[-resume.history :]
         return recovered, backlog
 
+    async def purge(self, room_id: str) -> None:
+        """Remove every stored message of a room (the server API's DELETE)."""
+        await self._bus.purge(self.stream, self.subject(room_id))
+
     async def read(self, room_id: str, after: int, limit: int) -> tuple[int, list[Stored]]:
         """The publish API's read: up to ``limit`` stored messages of a room (open here or not) after seq
         ``after``, oldest first, and the room's newest stored seq, read after them (a last message

@@ -10,9 +10,18 @@ each member connection; its frames already name their ``room``.
 Frames, each one JSON text frame (``docs/howto/many-rooms.md``, ``docs/asyncapi.yaml``):
 
 - client: ``join`` (room, ref, pass, since, epoch, history), ``leave`` (room, ref), ``send`` (room,
-  text, id);
+  text, id), ``refresh`` (token);
 - server: ``welcome`` (with the join's ``ref``), ``message``, ``join``/``leave``/``members``, ``ack``
-  (with ``room``), ``left`` (with the leave's ``ref``), and ``error`` (room, ref or id, code, reason).
+  (with ``room``), ``left`` (with the leave's ``ref``), ``refreshed`` (exp), and ``error`` (room, ref or
+  id, code, reason).
+
+The app's hooks (``hooks.py``, issue 21) apply as on ``/ws/{room_id}``: each join asks the join hook
+after its password or token check (a deny is an ``error`` with the app's code for that join, a failure
+one with 1013; an allow may give the member its ``user``/``name``), each send asks the publish hook
+before it is stored (a deny or failure is an ``error`` with the send's id; an allow may replace the
+text). A connection with a token is closed with 4002 ``token expired`` at the token's ``exp`` unless it
+sent ``{"type":"refresh","token":T}`` first: a valid token for the same ``sub`` that may join every room
+the connection is in, answered ``refreshed``; a bad one gets an ``error`` 4001 and the old expiry stands.
 
 An ``error`` refuses one frame or one room and the connection goes on. The connection is closed (1008)
 for abuse of the connection itself: a frame that is not JSON, not an object or of an unknown type, a
@@ -22,10 +31,12 @@ binary frame, or ``STRIKES`` frames in a row refused for going over a rate. Limi
 is the connection's, since every hub measures the one writer.
 """
 
+import functools
 import json
 import logging
 import secrets
 import time
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, WebSocket
@@ -34,13 +45,15 @@ from realtime.frames import text_frame
 from realtime.hub import SLOW_CONSUMER
 from realtime.transport import FrameWriter, frame_writer
 
+from rooms_service import envelopes
 from rooms_service.guard import PasswordGuard, Verdict
+from rooms_service.hooks import Hooks
 from rooms_service.limits import TokenBucket
 from rooms_service.membership import Membership, Resume
 from rooms_service.room_ids import InvalidRoomId, validate_room_id
 from rooms_service.rooms import NotAdmitted, Rooms
 from rooms_service.settings import RoomsSettings
-from rooms_service.tokens import Identity, InvalidToken, display_name
+from rooms_service.tokens import Identity, InvalidToken, Lifetime, display_name
 
 if TYPE_CHECKING:
     from rooms_service.app import _RelayMetrics
@@ -55,7 +68,7 @@ MAX_ID = 128  # characters of a message ``id`` (as on /ws/{room_id})
 class Refused(Exception):
     """One frame refused: answered with an ``error`` frame, the connection goes on."""
 
-    def __init__(self, code: CloseCode, reason: str) -> None:
+    def __init__(self, code: int, reason: str) -> None:
         super().__init__(reason)
         self.code = code
         self.reason = reason
@@ -96,7 +109,18 @@ def add_route(
         connection = Connection(app.state.rooms, settings, guard, counts, writer, client, token, identity)
         connection.auth = auth
         connection.name = shown_name
-        await connection.run(websocket)
+        connection.hooks = app.state.hooks
+        connection.headers = websocket.headers
+        if identity is not None:  # closed with 4002 at its exp, unless it refreshes first
+            expired = functools.partial(connection.close, CloseCode.TOKEN_EXPIRED, "token expired")
+            connection.lifetime = Lifetime(
+                guard.tokens, identity, None, expired, leeway=settings.token_leeway
+            )
+        try:
+            await connection.run(websocket)
+        finally:
+            if connection.lifetime is not None:
+                connection.lifetime.cancel()
 
 
 async def _refuse(websocket: WebSocket, code: CloseCode, reason: str) -> None:
@@ -133,10 +157,13 @@ class Connection:
         self.messages = TokenBucket(settings.message_rate, settings.message_burst)
         self.strikes = 0
         self.auth: tuple[Any, Any] = (None, None)  # counters: refused, throttled
+        self.hooks: Hooks | None = None  # the app's join and publish hooks
+        self.headers: Mapping[str, str] = {}  # the handshake's, for the join hook
+        self.lifetime: Lifetime | None = None  # the token's expiry, for a connection with a token
 
     async def run(self, websocket: WebSocket) -> None:
         """Answer frames one at a time, in order, until the client goes or abuses the connection."""
-        handlers = {"join": self.join, "leave": self.leave, "send": self.send}
+        handlers = {"join": self.join, "leave": self.leave, "send": self.send, "refresh": self.refresh}
         try:
             while True:
                 message: dict[str, Any] = await websocket.receive()
@@ -167,7 +194,7 @@ class Connection:
                 await self.rooms.leave(member)
             self.members.clear()
 
-    # --- the three frames -----------------------------------------------------------------------
+    # --- the four frames ------------------------------------------------------------------------
     async def join(self, frame: dict[str, Any]) -> None:
         room_id = _room(frame, self.settings)
         resume = _resume(frame, self.settings.room_history_max)
@@ -191,6 +218,13 @@ class Connection:
             logger.warning("room %s: refused %s on /ws (%s password)", room_id, self.client, verdict)
             raise Refused(CloseCode.FORBIDDEN, "forbidden")
         user, name = (identity.user, identity.name) if identity is not None else (None, self.name)
+        hooks = self.hooks
+        if hooks is not None and hooks.joins:  # the app decides, after the password or token check
+            decision = await hooks.join(room_id, user, name, self.client, self.headers)
+            if not decision.allowed:  # the app's 4000-4999, or 1013 when it could not decide
+                raise Refused(decision.code, decision.reason)
+            if decision.user is not None or decision.name is not None:
+                user, name = decision.user or user, decision.name or name
         member = Membership(
             self.id, room_id, self.writer, True, user=user, name=name, ref=frame.get("ref"), multiplexed=True
         )
@@ -242,6 +276,13 @@ class Connection:
             raise
         counts.received.value += 1
         started = time.perf_counter() if counts.on else 0.0
+        hooks = self.hooks
+        if hooks is not None and hooks.publishes:  # the app decides before anything is stored
+            decision = await hooks.publish(room_id, member.user, member.name, text, msg_id)
+            if not decision.allowed:  # an error with the send's id; 1013: it may send it again
+                raise Refused(decision.code, decision.reason)
+            if decision.text is not None:
+                text = decision.text
         try:
             await self.rooms.send(
                 member, text, msg_id
@@ -251,6 +292,21 @@ class Connection:
             raise Refused(CloseCode.TRY_AGAIN_LATER, "messaging unavailable") from exc
         if counts.on:
             counts.publish_to_store.observe(time.perf_counter() - started)
+
+    async def refresh(self, frame: dict[str, Any]) -> None:
+        """``{"type":"refresh","token":T}``: a valid token for the same user (and every room joined)
+        moves the connection's expiry on, answered ``refreshed``; else ``error`` 4001, the old expiry
+        stands. Later joins are checked against the new token."""
+        token = frame.get("token")
+        lifetime = self.lifetime
+        if lifetime is None or not isinstance(token, str):
+            raise Refused(CloseCode.INVALID_TOKEN, "invalid token")
+        try:
+            exp = lifetime.refresh(token, self.members)
+        except InvalidToken:
+            raise Refused(CloseCode.INVALID_TOKEN, "invalid token") from None
+        self.token, self.identity = token, lifetime.identity
+        self.tell(text_frame(envelopes.refreshed(exp)))
 
     # --- answers --------------------------------------------------------------------------------
     def _rate(self, bucket: TokenBucket, reason: str) -> None:

@@ -98,6 +98,24 @@ class Rooms:
             "slow_consumers_cut_off": self.cut_off,
         }
 
+    # --- what the server API reads (server_api.py, control.py) -----------------------------------
+    def local_counts(self) -> dict[str, int]:
+        """Each room with members on this replica, and how many."""
+        return {room_id: len(room.members) for room_id, room in self._rooms.items() if room.members}
+
+    def local_members(self, room_id: str | None = None) -> list[Membership]:
+        """This replica's memberships (of one room, or of all)."""
+        if room_id is None:
+            rooms = list(self._rooms.values())
+        else:
+            room = self._rooms.get(room_id)
+            rooms = [room] if room is not None else []
+        return [m for room in rooms for m in room.members.values()]
+
+    async def forget_history(self, room_id: str) -> None:
+        """Remove a room's stored messages (members resuming from before get ``recovered: false``)."""
+        await self._history.purge(room_id)
+
     # --- joining and leaving ------------------------------------------------------------------
     async def join(
         self,

@@ -202,6 +202,54 @@ class RoomsSettings(ServiceSettings):
     """Seconds a webhook request may take before it counts as failed (and is retried)."""
     events_webhook_retry_limit: float = Field(default=60.0, gt=0)
     """Longest pause, in seconds, between retries of a failing webhook request (exponential backoff)."""
+    # The app's hooks (hooks.py): asked before a member is admitted and before a message is stored.
+    join_hook_url: str | None = Field(
+        default=None,
+        description="URL the rooms service POSTs each join to (after the password or token check); the app "
+        "answers allow (optionally with user and name) or deny with a close code 4000-4999. "
+        "Unset: no join hook",
+    )
+    publish_hook_url: str | None = Field(
+        default=None,
+        description="URL the rooms service POSTs each message to before it is stored; the app answers allow, "
+        "allow with a replacement text, or deny. Unset: no publish hook",
+    )
+    publish_hook_api: bool = Field(
+        default=True, description="whether messages from the publish API also go through the publish hook"
+    )
+    hook_timeout: float = Field(
+        default=2.0,
+        gt=0,
+        le=30,
+        description="seconds a hook call may take (waiting for a free slot included) before it counts "
+        "as failed",
+    )
+    join_hook_fail_open: bool = Field(
+        default=False,
+        description="admit a member when the join hook fails (timeout, non-200, unreadable answer); false: "
+        "the member is refused with 1013 (try again later)",
+    )
+    hook_secret: SecretStr | None = Field(
+        default=None,
+        description="Standard Webhooks secret (whsec_ followed by the base64 of 24 to 64 random bytes) that "
+        "signs every hook request (webhook-signature); unset: requests are sent unsigned",
+    )
+    hook_concurrency: int = Field(
+        default=64,
+        ge=1,
+        le=10_000,
+        description="hook calls one replica makes at once, per hook (join, publish); more wait for a slot "
+        "within HOOK_TIMEOUT",
+    )
+
+    @field_validator("join_hook_url", "publish_hook_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("a hook URL must start with http:// or https://")
+        return value
 
     @field_validator("subject_prefix")
     @classmethod

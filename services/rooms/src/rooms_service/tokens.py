@@ -8,8 +8,10 @@ used as an HMAC secret (the classic algorithm-confusion attack). Nothing here lo
 in it: an ``InvalidToken`` carries only the reason's class name.
 """
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+import asyncio
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import jwt
@@ -29,6 +31,8 @@ class Identity:
     user: str
     name: str | None
     rooms: frozenset[str] | None  # None: every room
+    # When the token expires (Unix seconds): the member is closed then (4002). Not part of who it is.
+    exp: float | None = field(default=None, compare=False)
 
     def may_join(self, room_id: str) -> bool:
         return self.rooms is None or room_id in self.rooms
@@ -123,9 +127,63 @@ def _identity(claims: Mapping[str, Any]) -> Identity:
         name = display_name(name)
         if name is None:
             raise InvalidToken("InvalidName")
+    exp = claims.get("exp")
+    exp = exp if isinstance(exp, int | float) and not isinstance(exp, bool) else None
     rooms = claims.get("rooms")
     if rooms == "*" or (isinstance(rooms, list) and "*" in rooms):
-        return Identity(user, name, None)
+        return Identity(user, name, None, exp)
     if not isinstance(rooms, list) or not all(isinstance(r, str) for r in rooms):
         raise InvalidToken("InvalidRooms")
-    return Identity(user, name, frozenset(rooms))
+    return Identity(user, name, frozenset(rooms), exp)
+
+
+class Lifetime:
+    """A token member's time left: ``expired()`` is called when its token's ``exp`` (plus the leeway)
+    passes, unless ``refresh`` moved it on first. ``refresh(token)`` checks a new token (valid, the same
+    ``sub``, this room) and returns its ``exp``; ``InvalidToken`` leaves the old expiry standing.
+    ``cancel()`` when the member leaves. Used the same way by every kind of join; a ``/ws`` connection
+    has no room of its own (``room_id`` None) and names the rooms it is in at each ``refresh``."""
+
+    def __init__(
+        self,
+        verifier: TokenVerifier,
+        identity: Identity,
+        room_id: str | None,
+        expired: Callable[[], None],
+        *,
+        leeway: float = 0.0,
+    ) -> None:
+        self._verifier = verifier
+        self._user = identity.user
+        self._room = room_id
+        self._expired = expired
+        self._leeway = leeway
+        self._timer: asyncio.TimerHandle | None = None
+        self.exp = identity.exp
+        self.identity = identity  # the newest token's
+        self._arm()
+
+    def _arm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self.exp is not None:
+            delay = max(0.0, self.exp + self._leeway - time.time())
+            self._timer = asyncio.get_running_loop().call_later(delay, self._expired)
+
+    def refresh(self, token: str, rooms: Iterable[str] = ()) -> float | None:
+        identity = self._verifier.verify(token)
+        if identity.user != self._user:
+            raise InvalidToken("AnotherSubject")
+        for room_id in (self._room, *rooms) if self._room is not None else tuple(rooms):
+            if not identity.may_join(room_id):
+                raise InvalidToken("AnotherRoom")
+        self.identity = identity
+        self.exp = identity.exp
+        self._arm()
+        return self.exp
+
+    def cancel(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None

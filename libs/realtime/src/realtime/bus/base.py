@@ -166,6 +166,10 @@ class Bus(ABC):
     async def stored_after(self, stream: str, subject: str, after: int, limit: int) -> list[Stored]:
         """Up to ``limit`` messages stored on ``subject`` with a sequence above ``after``, oldest first."""
 
+    async def purge(self, stream: str, subject: str) -> None:
+        """Remove every message stored on ``subject`` (the stream's sequence goes on)."""
+        raise BusUnavailable(f"{type(self).__name__} cannot purge")
+
     @abstractmethod
     async def _remove(self, subscription: Subscription) -> None: ...
 

@@ -143,6 +143,10 @@ class MemoryBus(Bus):
         s.prune()
         return next((m for m, _ in s.messages if m.seq == seq), None)
 
+    async def purge(self, stream: str, subject: str) -> None:
+        s = self._stream(stream)
+        s.messages = [(m, at) for m, at in s.messages if m.subject != subject]
+
     async def stored_after(self, stream: str, subject: str, after: int, limit: int) -> list[Stored]:
         s = self._stream(stream)
         s.prune()

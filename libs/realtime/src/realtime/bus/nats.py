@@ -219,6 +219,9 @@ class NatsBus(Bus):
             return 0
         return int(msg.seq or 0)
 
+    async def purge(self, stream: str, subject: str) -> None:
+        await self._js().purge_stream(stream, subject=subject)
+
     async def stored_at(self, stream: str, seq: int) -> Stored | None:
         try:
             msg = await self._js().get_msg(stream, seq=seq, direct=True)
