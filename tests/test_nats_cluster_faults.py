@@ -37,6 +37,7 @@ from tests.support.presence_throttle import (
     FAILURE_WINDOW,
     Watchers,
     during_fault,
+    gets_in_again,
     guarded_rooms,
     throttle_holds,
     vault,
@@ -74,12 +75,14 @@ def assert_every_member_got_every_ack_once(result: dict) -> None:
 Action = Callable[[], Awaitable[None]]
 
 
-def with_throttle_check(cluster: Stack, fault: str, action: Action, seen: dict) -> Action:
-    """``action`` with the password throttle checked while it has a node down or hung."""
+def with_checks_during(cluster: Stack, fault: str, action: Action, watchers: Watchers, seen: dict) -> Action:
+    """``action`` with the password throttle checked while it has a node down or hung, then presence (by
+    then both replicas are on nodes that answer: they heard each other's failures)."""
 
     async def both() -> None:
         async def during() -> None:
             seen["during"] = await during_fault(cluster, vault(fault, "during"))
+            seen["presence_during"] = await watchers.presence_right()
 
         await asyncio.gather(action(), during())
 
@@ -89,6 +92,9 @@ def with_throttle_check(cluster: Stack, fault: str, action: Action, seen: dict) 
 async def presence_and_throttle_after(cluster: Stack, fault: str, watchers: Watchers, seen: dict) -> None:
     seen["presence"] = await watchers.presence_right()
     seen["after"] = await throttle_holds(cluster, vault(fault, "after"))
+    during = seen["during"]
+    seen["in_again_s"] = await gets_in_again(cluster, vault(fault, "during"), during.pop("started"))
+    seen["after"].pop("started")
 
 
 @pytest.mark.parametrize(
@@ -101,8 +107,8 @@ async def test_one_node_at_a_time_loses_nothing_and_pauses_acks_at_most_10_s(
     action = CLUSTER_FAULTS[fault](cluster)
     seen: dict[str, object] = {}
     room = f"cluster-{fault}"
-    async with PulseWatch(cluster) as pulse, Watchers(cluster, room) as watchers:
-        result = await run_traffic(cluster, room, with_throttle_check(cluster, fault, action, seen))
+    async with PulseWatch(cluster) as pulse, Watchers(cluster, f"presence-{fault}") as watchers:
+        result = await run_traffic(cluster, room, with_checks_during(cluster, fault, action, watchers, seen))
         heard = len(pulse.ticks)
         await wait_until_async(
             lambda: len(pulse.ticks) > heard, "the stats pulse ticking after the fault", 10
@@ -141,8 +147,8 @@ async def test_two_nodes_lost_refuses_sends_then_flows_again_when_one_returns(cl
         await asyncio.gather(fault(), api_during_the_outage())
 
     room = "cluster-two-nodes-lost"
-    async with Watchers(cluster, room) as watchers:
-        checked = with_throttle_check(cluster, "nats-two-nodes-lost", both, seen)
+    async with Watchers(cluster, "presence-nats-two-nodes-lost") as watchers:
+        checked = with_checks_during(cluster, "nats-two-nodes-lost", both, watchers, seen)
         result = await run_traffic(cluster, room, checked)
         await presence_and_throttle_after(cluster, "nats-two-nodes-lost", watchers, seen)
     print("nats-two-nodes-lost presence and throttle:", seen)

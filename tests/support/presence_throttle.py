@@ -3,12 +3,14 @@
 restarting must cost them at most the time the replica on it takes to move to another node.
 
 - ``Watchers``: one JSON member on each replica (straight to the replica, not through the gateway), in
-  the fault's room for the whole fault. Afterwards each must count exactly the members there are (no
-  ghost of a member that left during the fault, nobody missing) within ``PRESENCE_DEADLINE``, and hear a
-  member joining and leaving on the other replica.
+  a room of their own for the whole fault. While a node is down or hung (once both replicas sit on nodes
+  that answer) and again after the fault, each must count exactly the two of them (no ghost, nobody
+  missing) within ``PRESENCE_DEADLINE``, and hear a member join and leave on the other replica.
 - ``throttle_holds``: ``AUTH_MAX_FAILURES`` wrong passwords to a guarded room, alternating the replicas,
-  then the right one is refused unchecked (4003) on both: the failures were counted across them. Once
-  ``AUTH_FAILURE_WINDOW`` has passed the right password gets in on both.
+  then the right one is refused unchecked (4003) on both: the failures were counted across them (each
+  replica's ``clients_throttled`` on /rooms says when). Checked while a node is down or hung, and again
+  after the fault in another room; ``gets_in_again``: once ``AUTH_FAILURE_WINDOW`` has passed since the
+  check during the fault, the right password gets in on both.
 """
 
 import asyncio
@@ -31,7 +33,11 @@ REPLICAS = ("rooms-1", "rooms-2")
 PASSWORD = "cluster-vault-pw"
 WRONG = "not-the-cluster-vault-pw"
 MAX_FAILURES = 5  # AUTH_MAX_FAILURES (its default)
-FAILURE_WINDOW = 4.0  # AUTH_FAILURE_WINDOW in the cluster stack: short, so a throttled room opens in seconds
+MOVED_WITHIN = 10.0  # seconds a replica on a hung node may take to move to another one (issue 23)
+# AUTH_FAILURE_WINDOW in the cluster stack: longer than a replica takes to leave a hung node (the failures
+# made meanwhile must still count when they reach the other replica), short enough that the room checked
+# during a fault opens again by the time the fault is over (most faults take longer).
+FAILURE_WINDOW = 15.0
 PRESENCE_INTERVAL = 1.0  # PRESENCE_INTERVAL in the cluster stack (tests/support/cluster.py CLUSTER_ENV)
 # A crashed replica's members stop counting within two heartbeats (docs/explanation/presence.md); a few
 # seconds more for a replica still moving to another node and for a loaded 2-core machine.
@@ -86,12 +92,12 @@ class Watchers:
             raise AssertionError(f"{failed}: counts {self.counts()}, expected {total} on each") from None
 
     async def presence_right(self) -> dict[str, float]:
-        """After the fault: both count exactly the two of them, and each hears a member join and leave on
-        the other replica. Seconds each step took, for the report."""
+        """Both count exactly the two of them, and each hears a member join and leave on the other replica
+        (and is back at two: no ghost). Seconds each step took, for the report."""
         took: dict[str, float] = {}
         started = time.monotonic()
-        await self.counting(2, "after the fault, no ghost and nobody missing")
-        took["settled_s"] = time.monotonic() - started
+        await self.counting(2, "no ghost and nobody missing")
+        took["settled_s"] = round(time.monotonic() - started, 2)
         for index, replica in enumerate(REPLICAS):
             watcher = self.members[1 - index]  # on the other replica
             started = time.monotonic()
@@ -99,7 +105,7 @@ class Watchers:
                 assert visitor.count == 3, (replica, visitor.count, self.counts())  # its welcome
                 await wait_until_async(lambda w=watcher: w.count == 3, f"a join on {replica} heard across")
             await wait_until_async(lambda w=watcher: w.count == 2, f"a leave on {replica} heard across")
-            took[f"join_leave_{replica}_s"] = time.monotonic() - started
+            took[f"join_leave_{replica}_s"] = round(time.monotonic() - started, 2)
         return took
 
 
@@ -117,23 +123,45 @@ async def attempt(stack: Stack, replica: str, room: str, password: str) -> str |
         return str(json.loads(first)["type"])
 
 
-async def throttle_holds(stack: Stack, room: str, *, reopens: bool = True) -> dict[str, object]:
-    """The throttle across both replicas, then (``reopens``) the right password gets in again on both once
-    the window has passed; what each step saw."""
+def throttled_so_far(stack: Stack) -> list[int]:
+    """Each replica's ``clients_throttled`` (/rooms on its internal port): keys that reached the limit."""
+    counts = []
+    for replica in REPLICAS:
+        url = f"{stack.processes[replica].internal_url}/rooms"
+        with urllib.request.urlopen(url, timeout=DEADLINE) as response:
+            counts.append(int(json.load(response)["clients_throttled"]))
+    return counts
+
+
+async def throttle_holds(stack: Stack, room: str, deadline: float = DEADLINE) -> dict[str, object]:
+    """``MAX_FAILURES`` wrong passwords, alternating the replicas, each refused; once both replicas count
+    them all (within ``deadline``: the failures one replica made reach the other, live or sent again
+    when its bus is back), the right password is refused unchecked on both. What each step saw."""
+    before = await asyncio.to_thread(throttled_so_far, stack)
+    started = time.monotonic()
     for n in range(MAX_FAILURES):
         wrong = await attempt(stack, REPLICAS[n % 2], room, WRONG)
         assert wrong == FORBIDDEN, (room, n, wrong)
+    end = time.monotonic() + deadline
+    while not all(map(int.__gt__, await asyncio.to_thread(throttled_so_far, stack), before)):
+        assert time.monotonic() < end, (room, "the failures not counted on both replicas", before)
+        await asyncio.sleep(0.1)
+    counted = time.monotonic() - started
     refused = {r: await attempt(stack, r, room, PASSWORD) for r in REPLICAS}
     assert refused == dict.fromkeys(REPLICAS, FORBIDDEN), (room, "right password while throttled", refused)
-    if not reopens:
-        return {"room": room, "refused": refused}
+    return {"room": room, "counted_on_both_s": round(counted, 2), "started": started}
+
+
+async def gets_in_again(stack: Stack, room: str, throttled_at: float) -> float:
+    """The right password gets in on both replicas once the window has passed since ``throttled_at``;
+    seconds waited after the fault."""
     started = time.monotonic()
+    deadline = throttled_at + FAILURE_WINDOW + DEADLINE
     for replica in REPLICAS:
-        deadline = started + FAILURE_WINDOW + DEADLINE
         while (got := await attempt(stack, replica, room, PASSWORD)) != "welcome":
             assert got == FORBIDDEN and time.monotonic() < deadline, (room, replica, got)
             await asyncio.sleep(0.2)
-    return {"room": room, "refused": refused, "open_again_s": round(time.monotonic() - started, 2)}
+    return round(time.monotonic() - started, 2)
 
 
 def node_down(stack: Stack) -> bool:
@@ -148,10 +176,10 @@ def node_down(stack: Stack) -> bool:
 
 
 async def during_fault(stack: Stack, room: str) -> dict[str, object]:
-    """The throttle checked while a node is down or hung (as soon as one is seen so). Getting in again is
-    checked after the fault: a join needs the stream, which may be electing a leader now."""
+    """The throttle checked as soon as a node is seen down or hung. The failures made on the replica sitting
+    on a hung node reach the other one only once it has moved (at most 10 s, issue 23)."""
     end = time.monotonic() + 60.0
     while not await asyncio.to_thread(node_down, stack):
         assert time.monotonic() < end, "no node went down"
         await asyncio.sleep(0.1)
-    return await throttle_holds(stack, room, reopens=False)
+    return await throttle_holds(stack, room, deadline=MOVED_WITHIN + DEADLINE)
