@@ -18,6 +18,7 @@ import json
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Awaitable, Callable
 from urllib.parse import urlencode
 
 import websockets
@@ -37,7 +38,7 @@ MOVED_WITHIN = 10.0  # seconds a replica on a hung node may take to move to anot
 # AUTH_FAILURE_WINDOW in the cluster stack: longer than a replica takes to leave a hung node (the failures
 # made meanwhile must still count when they reach the other replica), short enough that the room checked
 # during a fault opens again by the time the fault is over (most faults take longer).
-FAILURE_WINDOW = 15.0
+FAILURE_WINDOW = 12.0
 PRESENCE_INTERVAL = 1.0  # PRESENCE_INTERVAL in the cluster stack (tests/support/cluster.py CLUSTER_ENV)
 # A crashed replica's members stop counting within two heartbeats (docs/explanation/presence.md); a few
 # seconds more for a replica still moving to another node and for a loaded 2-core machine.
@@ -183,3 +184,30 @@ async def during_fault(stack: Stack, room: str) -> dict[str, object]:
         assert time.monotonic() < end, "no node went down"
         await asyncio.sleep(0.1)
     return await throttle_holds(stack, room, deadline=MOVED_WITHIN + DEADLINE)
+
+
+# --- around one fault (its own rooms: vault(fault, ...), the watchers' room) --------------------------------
+Action = Callable[[], Awaitable[None]]
+
+
+def with_checks_during(stack: Stack, fault: str, action: Action, watchers: Watchers, seen: dict) -> Action:
+    """``action`` with the password throttle checked while it has a node down or hung, then presence (by
+    then both replicas are on nodes that answer: they heard each other's failures)."""
+
+    async def both() -> None:
+        async def during() -> None:
+            seen["during"] = await during_fault(stack, vault(fault, "during"))
+            seen["presence_during"] = await watchers.presence_right()
+
+        await asyncio.gather(action(), during())
+
+    return both
+
+
+async def presence_and_throttle_after(stack: Stack, fault: str, watchers: Watchers, seen: dict) -> None:
+    """Once the fault is over: presence, the throttle in another room, and the room throttled during the
+    fault open again to the right password."""
+    seen["presence"] = await watchers.presence_right()
+    seen["after"] = await throttle_holds(stack, vault(fault, "after"))
+    seen["in_again_s"] = await gets_in_again(stack, vault(fault, "during"), seen["during"].pop("started"))
+    seen["after"].pop("started")
