@@ -84,15 +84,19 @@ class SharedThrottle:
 
     async def run(self) -> None:
         """Forever: apply the other replicas' check results to this replica's throttle."""
-        async with self._bus.subscribe(self._subject) as results:
-            self._bus.on_ready_change(self._on_ready)
-            async for message in results:
-                try:
-                    event = json.loads(message.payload)
-                    if event["origin"] != self._origin:
-                        self._heard(event)
-                except (ValueError, KeyError, TypeError):
-                    logger.warning("ignored a malformed password check result")
+        try:
+            async with self._bus.subscribe(self._subject) as results:
+                self._bus.on_ready_change(self._on_ready)
+                async for message in results:
+                    try:
+                        event = json.loads(message.payload)
+                        if event["origin"] != self._origin:
+                            self._heard(event)
+                    except (ValueError, KeyError, TypeError):
+                        logger.warning("ignored a malformed password check result")
+        finally:
+            if self._resending is not None:  # stopping: a resend under way goes with it
+                self._resending.cancel()
 
     def _heard(self, event: dict) -> None:
         if event.get("resync"):  # another replica is back on the bus: it missed what this one sent
