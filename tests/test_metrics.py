@@ -202,7 +202,7 @@ def test_nats_connected_is_1_everywhere(stack: Stack) -> None:
         # A sample can catch a publish between nats-py's flushes (a heartbeat: a few hundred bytes);
         # connected, the buffer drains: the gauge comes back to 0.
         wait_until(
-            lambda: value(url, "realtime_nats_pending_bytes", service=service) == 0,
+            lambda url=url, service=service: value(url, "realtime_nats_pending_bytes", service=service) == 0,
             f"{name}: realtime_nats_pending_bytes back to 0",
         )
 
