@@ -117,15 +117,7 @@ class Connection(Session):
         resend_rate: float = RESEND_RATE,
         resend_burst: int = RESEND_BURST,
     ) -> None:
-        super().__init__(
-            url,
-            token=token,
-            name=name,
-            backoff=backoff,
-            open_timeout=open_timeout,
-            resend_rate=resend_rate,
-            resend_burst=resend_burst,
-        )
+        super().__init__(url, token, name, backoff, open_timeout, Pacer(resend_rate, resend_burst))
         self.client_id = client_id or secrets.token_hex(6)
         self.join_timeout = join_timeout
         self.rooms: dict[str, Joined] = {}

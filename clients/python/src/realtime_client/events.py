@@ -1,7 +1,7 @@
 """What a room says, as the client hands it on: messages, presence events, gaps and welcomes."""
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import MISSING, dataclass, field, fields
+from typing import Any, TypeVar
 
 
 @dataclass(frozen=True)
@@ -62,36 +62,29 @@ class Welcome:
 
 
 Event = Message | Presence | Gap
+T = TypeVar("T")
+
+
+def _of(kind: type[T], event: dict[str, Any], **given: Any) -> T:
+    """One of the classes above from the server's JSON: each field from the key of its name (a field
+    with a default may be absent), ``data`` the whole event."""
+    values: dict[str, Any] = {}
+    for f in fields(kind):  # type: ignore[arg-type]
+        if f.name == "data":
+            values["data"] = event
+        elif f.name not in given:
+            values[f.name] = event[f.name] if f.default is MISSING else event.get(f.name)
+    return kind(**values, **given)
 
 
 def message_of(event: dict[str, Any]) -> Message:
-    return Message(
-        event["seq"],
-        event["text"],
-        event["sender"],
-        event["ts"],
-        event.get("id"),
-        event["room"],
-        event,
-        event.get("user"),
-        event.get("name"),
-    )
+    return _of(Message, event)
 
 
 def presence_of(event: dict[str, Any]) -> Presence:
-    who = {"user": event.get("user"), "name": event.get("name")}
-    lists = {k: tuple(event[k]) for k in ("joined", "left") if isinstance(event.get(k), list)}
-    return Presence(event["type"], event["count"], event.get("member"), event["room"], event, **who, **lists)
+    lists = {k: tuple(event[k]) if isinstance(event.get(k), list) else None for k in ("joined", "left")}
+    return _of(Presence, event, member=event.get("member"), **lists)
 
 
 def welcome_of(event: dict[str, Any]) -> Welcome:
-    return Welcome(
-        event["you"],
-        event["count"],
-        event["seq"],
-        event["epoch"],
-        event.get("recovered"),
-        event,
-        event.get("user"),
-        event.get("name"),
-    )
+    return _of(Welcome, event)

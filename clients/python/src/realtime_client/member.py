@@ -104,8 +104,10 @@ class Member:
         self._pending[msg_id] = (text, future)
         try:
             if self._joined.is_set():
-                self._pacer.spend()
-                await self._transmit(text, msg_id)
+                welcomes = self.welcomes
+                await self._pacer.new_send()
+                if self._joined.is_set() and self.welcomes == welcomes:  # else the next welcome sends it
+                    await self._transmit(text, msg_id)
             return await future
         finally:
             self._pending.pop(msg_id, None)
@@ -124,15 +126,23 @@ class Member:
         return None if pending is None or pending[1].done() else pending[0]
 
     async def _resend(self, backlog: list[str]) -> None:
-        """What may not have been stored, again with the same ids, no faster than the socket's pace."""
-        for msg_id in backlog:
-            if self._waiting(msg_id) is None:
-                continue  # answered meanwhile
-            await self._pacer.take()
-            text = self._waiting(msg_id)
-            if text is not None:
-                await self._transmit(text, msg_id)
-                self.resent += 1
+        """What may not have been stored, again with the same ids, no faster than the socket's pace
+        (new sends wait behind it meanwhile)."""
+        pacer = self._pacer
+        pacer.backlog += len(backlog)
+        left = len(backlog)
+        try:
+            for msg_id in backlog:
+                if self._waiting(msg_id) is not None:  # not answered meanwhile
+                    await pacer.take()
+                    text = self._waiting(msg_id)
+                    if text is not None:
+                        await self._transmit(text, msg_id)
+                        self.resent += 1
+                left -= 1
+                pacer.backlog -= 1
+        finally:
+            pacer.backlog -= left  # cancelled (the socket went): the next welcome starts over
 
     def _stop_resending(self) -> None:
         if self._resending is not None:

@@ -65,16 +65,7 @@ class Room(Member, Session):
         resend_rate: float = RESEND_RATE,
         resend_burst: int = RESEND_BURST,
     ) -> None:
-        Session.__init__(
-            self,
-            url,
-            token=token,
-            name=name,
-            backoff=backoff,
-            open_timeout=open_timeout,
-            resend_rate=resend_rate,
-            resend_burst=resend_burst,
-        )
+        Session.__init__(self, url, token, name, backoff, open_timeout, Pacer(resend_rate, resend_burst))
         Member.__init__(
             self,
             room,

@@ -19,7 +19,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 
 from realtime_client.backoff import Backoff
 from realtime_client.closes import ABNORMAL, closed_error, should_reconnect
-from realtime_client.pacing import RESEND_BURST, RESEND_RATE, Pacer
+from realtime_client.pacing import Pacer
 from realtime_client.tokens import Refreshing, TokenSource, expiry, token_of
 
 
@@ -30,13 +30,11 @@ class Session(Refreshing):
     def __init__(
         self,
         url: str,
-        *,
-        token: TokenSource | None = None,
-        name: str | None = None,
-        backoff: Backoff | None = None,
-        open_timeout: float = 10.0,
-        resend_rate: float = RESEND_RATE,
-        resend_burst: int = RESEND_BURST,
+        token: TokenSource | None,
+        name: str | None,
+        backoff: Backoff | None,
+        timeout: float,
+        pace: Pacer,
     ) -> None:
         if not url.startswith(("ws://", "wss://")):
             raise ValueError("url must start with ws:// or wss://")
@@ -44,8 +42,8 @@ class Session(Refreshing):
         self.token = token
         self.name = name
         self.backoff = backoff or Backoff()
-        self.open_timeout = open_timeout
-        self.pacer = Pacer(resend_rate, resend_burst)
+        self.open_timeout = timeout
+        self.pacer = pace
         self.connects = 0  # connection attempts
         self.closes: list[tuple[int, str]] = []
         self._conn: ClientConnection | None = None  # set while messages may go out
