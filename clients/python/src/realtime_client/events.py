@@ -78,7 +78,7 @@ def _of(kind: type[T], event: dict[str, Any], **given: Any) -> T:
 
 
 def message_of(event: dict[str, Any]) -> Message:
-    return _of(Message, event)
+    return _of(Message, event, id=event.get("id"))
 
 
 def presence_of(event: dict[str, Any]) -> Presence:
@@ -87,4 +87,4 @@ def presence_of(event: dict[str, Any]) -> Presence:
 
 
 def welcome_of(event: dict[str, Any]) -> Welcome:
-    return _of(Welcome, event)
+    return _of(Welcome, event, recovered=event.get("recovered"))
