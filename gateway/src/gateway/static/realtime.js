@@ -467,6 +467,7 @@ const OnOneSocket = (Base) =>
 
     close() {
       this.refresher.stop();
+      this.pacer.reset();
       this.connection.close();
     }
   };
