@@ -41,3 +41,5 @@ def test_room_connection_joins_sends_and_is_refused_per_room() -> None:
     assert result["rooms"] == ["js-b"]  # js-a left, VIP never joined
     assert result["single"] == ["hello js-b", "from the single socket"]  # the Room in js-b (/ws/js-b)
     assert result["singleSeq"] > result["acks"]["js-b"]
+    # 100 sends made before the welcome, each stored (a seq of its own), paced: no 1008 at the default burst
+    assert result["backlog"] == {"room": 100, "connection": 100}

@@ -36,6 +36,9 @@ class Sender:
     room: str
     name: str
     rate: float  # messages a second
+    # The client's resend pace: the server's own MESSAGE_RATE and MESSAGE_BURST (these senders send at
+    # the server's rate, so a pace below it would never catch up with a backlog).
+    pace: dict[str, float] = field(default_factory=dict)
     acked: dict[str, int] = field(default_factory=dict)  # id -> seq
     ack_times: list[float] = field(default_factory=list)  # monotonic time of each acknowledgement
     sent: int = 0
@@ -54,7 +57,12 @@ class Sender:
 
     async def run(self) -> None:
         room = Room(
-            self.base, self.room, client_id=self.name, backoff=_backoff(), open_timeout=CONNECT_DEADLINE
+            self.base,
+            self.room,
+            client_id=self.name,
+            backoff=_backoff(),
+            open_timeout=CONNECT_DEADLINE,
+            **self.pace,  # type: ignore[arg-type]
         )
         async with room:
             sends: list[asyncio.Task[None]] = []
@@ -221,6 +229,15 @@ FAULTS = {
 }
 
 
+def server_pace(stack: Stack) -> dict[str, float]:
+    """The stack's message rate and burst (the rooms service's defaults unless set), as client arguments."""
+    env = stack.config.env
+    return {
+        "resend_rate": float(env.get("MESSAGE_RATE", 20)),
+        "resend_burst": int(env.get("MESSAGE_BURST", 40)),
+    }
+
+
 async def run_traffic(
     stack: Stack,
     room: str,
@@ -232,7 +249,7 @@ async def run_traffic(
     """Steady traffic, the fault, traffic until it flows again and a little more; then the verdict."""
     base = stack.gateway_url
     listeners = [Listener(base, room) for _ in range(LISTENERS)]
-    sending = [Sender(base, room, f"s{i}", rate) for i in range(senders)]
+    sending = [Sender(base, room, f"s{i}", rate, server_pace(stack)) for i in range(senders)]
     tasks = [asyncio.create_task(x.run()) for x in listeners]
     async with asyncio.timeout(CONNECT_DEADLINE * 2):
         for listener in listeners:

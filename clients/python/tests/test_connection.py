@@ -10,9 +10,11 @@ import jwt
 import pytest
 from devstack.stack import Stack, StackConfig
 from realtime_client import (
+    Backoff,
     Connection,
     Forbidden,
     InvalidToken,
+    Joined,
     Message,
     Presence,
     Room,
@@ -110,3 +112,45 @@ async def test_a_token_lacking_a_room_refuses_that_join_only(stack: Stack) -> No
     async with Connection(stack.gateway_url, token="forged") as refused:  # closed 4001 right after it opens
         with pytest.raises(InvalidToken):
             await refused.join("mx-mine")
+
+
+async def drop(conn: object) -> None:
+    """A network drop as the client sees it: its socket gone without a close frame (1006, reconnect)."""
+    conn._conn.transport.abort()  # type: ignore[attr-defined]
+    async with asyncio.timeout(DEADLINE):
+        while not conn.closes:  # type: ignore[attr-defined]
+            await asyncio.sleep(0.01)
+
+
+@pytest.mark.parametrize("kind", ["room", "connection"])
+async def test_a_hundred_sends_waiting_across_a_reconnect_are_stored_once_without_a_1008(
+    stack: Stack, kind: str
+) -> None:
+    """This stack keeps the default MESSAGE_BURST (40): the backlog goes again paced after the welcome,
+    not all at once (which the server closes with 1008, final)."""
+    room_id, backlog = f"mx-backlog-{kind}", 100
+    slow = Backoff(first=1.0, jitter=0)  # the sends below are all waiting before it comes back
+    async with (
+        Room(stack.gateway_url, room_id) as listener,
+        Connection(stack.gateway_url, backoff=slow) as mux,
+    ):
+        sender: Room | Joined
+        if kind == "room":
+            sender = await Room(stack.gateway_url, room_id, backoff=slow).__aenter__()
+            await drop(sender)
+        else:
+            sender = await mux.join(room_id)
+            await drop(mux)
+        try:
+            sends = [asyncio.create_task(sender.send(f"m{n}")) for n in range(backlog)]
+            seqs = await asyncio.wait_for(asyncio.gather(*sends), 3 * DEADLINE)
+            assert sender.resent == backlog and len(set(seqs)) == backlog
+            last = await sender.send("last")
+        finally:
+            await sender.close()
+        heard: list[Message] = []
+        while not heard or heard[-1].seq != last:
+            heard.append(await next_message(listener))
+        texts = [m.text for m in heard]
+        assert texts.count("last") == 1 and sorted(texts[:-1]) == sorted(f"m{n}" for n in range(backlog))
+        assert all(code != 1008 for code, _ in sender.closes)

@@ -15,15 +15,29 @@
     async for pulse in Pulse("ws://127.0.0.1:8000"):
         print(pulse["tick"], pulse["cpu"])
 
-It depends only on ``websockets``; the close-code table (reconnect or final) is its own copy of the
-protocol's (docs/asyncapi.yaml, ``x-close-codes``).
+After a reconnect, unacknowledged sends go again paced (``resend_rate``/``resend_burst``, below the
+server's MESSAGE_RATE/MESSAGE_BURST defaults). It depends only on ``websockets``; the close-code table
+(reconnect or final) is its own copy of the protocol's (docs/asyncapi.yaml, ``x-close-codes``).
 """
 
 from realtime_client.backoff import Backoff
-from realtime_client.closes import FINAL, RECONNECT, Closed, Forbidden, InvalidToken, Refused, RoomClosed
-from realtime_client.connection import Connection, Joined, SendRefused
+from realtime_client.closes import (
+    FINAL,
+    RECONNECT,
+    Closed,
+    Forbidden,
+    InvalidToken,
+    Refused,
+    RoomClosed,
+    SendRefused,
+)
+from realtime_client.connection import Connection, Joined
+from realtime_client.events import Gap, Message, Presence, Welcome
+from realtime_client.member import Member
+from realtime_client.pacing import Pacer
 from realtime_client.pulse import Pulse
-from realtime_client.room import Gap, Member, Message, Presence, Room, TokenSource, Welcome
+from realtime_client.room import Room
+from realtime_client.tokens import TokenSource
 
 __all__ = [
     "FINAL",
@@ -37,6 +51,7 @@ __all__ = [
     "Joined",
     "Member",
     "Message",
+    "Pacer",
     "Presence",
     "Pulse",
     "Refused",

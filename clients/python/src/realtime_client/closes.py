@@ -32,6 +32,10 @@ class Refused(Closed):
         self.reason = reason
 
 
+SendRefused = Refused
+"""The name ``Connection``'s documentation gave ``Refused`` (docs/howto/many-rooms.md): the same class."""
+
+
 class RoomClosed(Closed):
     """A room's session ended for good (1008 invalid room id or rate limit, 1009, 4004, ...)."""
 

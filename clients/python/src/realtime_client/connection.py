@@ -6,39 +6,39 @@
         await vip.send("hello")                   # the stored seq, once acknowledged
         async for message in lobby: ...           # every message once, in seq order, across reconnects
 
-The session is a background task: it connects to ``/ws`` (``?token=``, ``?name=``), sends a ``join``
-frame for every room the caller joined, and routes each frame to its room by ``room``. After a close the
-table calls "reconnect" it comes back with a jittered exponential backoff and joins every room again,
-each with its own ``since``/``epoch``, by itself; unacknowledged sends are sent again after each room's
-welcome. A final close of the connection (1008, 4001 at connect, ...) ends every room. An ``error`` frame
-concerns one room or one frame: a refused join raises from ``join()`` (``Forbidden``, ``InvalidToken``,
-``RoomClosed``; 1013 "messaging unavailable" is retried), a refused send raises from its ``send()``
-(``Refused``, also named ``SendRefused``: the app's publish hook denied it, or the frame was refused;
-1013 is sent again after a pause, like any unacknowledged send). A token from a callable is refreshed on
-the connection shortly before its ``exp`` (``refresh``), so the server never closes it with 4002.
+The socket's loop is ``Session``, the one ``Room`` runs on: it connects to ``/ws`` (``?token=``,
+``?name=``), sends a ``join`` frame for every room the caller joined, and routes each frame to its room
+by ``room``. After a close the table calls "reconnect" it comes back with a jittered exponential backoff
+and joins every room again, each with its own ``since``/``epoch``, by itself; unacknowledged sends are
+sent again after each room's welcome, paced for the socket as a whole (the server's message rate is the
+connection's, across its rooms). A final close of the connection (1008, 4001 at connect, ...) ends every
+room. An ``error`` frame concerns one room or one frame: a refused join raises from ``join()``
+(``Forbidden``, ``InvalidToken``, ``RoomClosed``; 1013 "messaging unavailable" is retried), a refused
+send raises from its ``send()`` (``Refused``, also named ``SendRefused``: the app's publish hook denied
+it, or the frame was refused; 1013 is sent again after a pause, like any unacknowledged send). A token
+from a callable is refreshed on the connection shortly before its ``exp`` (``refresh``), so the server
+never closes it with 4002.
 """
 
 import asyncio
 import contextlib
-import json
 import secrets
 from collections.abc import Callable, Coroutine
 from types import TracebackType
 from typing import Any
 from urllib.parse import urlencode
 
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+from websockets.asyncio.client import ClientConnection
 
 from realtime_client.backoff import Backoff
-from realtime_client.closes import ABNORMAL, Refused, closed_error, should_reconnect
-from realtime_client.room import Gap, Member, Refreshing, TokenSource, close_of, expiry, token_of
+from realtime_client.closes import closed_error
+from realtime_client.events import Gap
+from realtime_client.member import Member
+from realtime_client.pacing import RESEND_BURST, RESEND_RATE, Pacer
+from realtime_client.session import Session
+from realtime_client.tokens import TokenSource
 
 TRY_AGAIN_LATER = 1013  # an error frame's "messaging unavailable": the same frame may pass later
-
-
-SendRefused = Refused  # the server refused one message (1008 malformed, 4011 not joined, 4029 over the
-# rate, or the publish hook's code): not resent; the name issue 20 gave it
 
 
 class Joined(Member):
@@ -51,6 +51,10 @@ class Joined(Member):
         self._asked: int | None = None  # the since its pending join asked for
         self._left = asyncio.Event()
         self._answer: asyncio.Future[None] = asyncio.get_running_loop().create_future()  # the first welcome
+
+    @property
+    def _pacer(self) -> Pacer:
+        return self.connection.pacer
 
     async def _welcomed(self, event: dict[str, Any], asked: int | None) -> None:
         await super()._welcomed(event, asked)
@@ -92,11 +96,12 @@ class Joined(Member):
         return frame
 
 
-class Connection(Refreshing):
+class Connection(Session):
     """``async with Connection(url, token=..., name=...) as conn: room = await conn.join("lobby")``.
 
-    ``url`` is the gateway's base (``ws://host:port``); ``token`` and ``name`` are as for ``Room`` and
-    apply to every room joined (a token's ``rooms`` claim limits which). ``rooms`` holds the rooms joined.
+    ``url`` is the gateway's base (``ws://host:port``); ``token``, ``name``, ``resend_rate`` and
+    ``resend_burst`` are as for ``Room`` and apply to every room joined (a token's ``rooms`` claim limits
+    which). ``rooms`` holds the rooms joined.
     """
 
     def __init__(
@@ -109,54 +114,26 @@ class Connection(Refreshing):
         backoff: Backoff | None = None,
         open_timeout: float = 10.0,
         join_timeout: float | None = 30.0,
+        resend_rate: float = RESEND_RATE,
+        resend_burst: int = RESEND_BURST,
     ) -> None:
-        if not url.startswith(("ws://", "wss://")):
-            raise ValueError("url must start with ws:// or wss://")
-        self.url = url.rstrip("/")
-        self.token = token
-        self.name = name
+        super().__init__(url, token, name, backoff, open_timeout, Pacer(resend_rate, resend_burst))
         self.client_id = client_id or secrets.token_hex(6)
-        self.backoff = backoff or Backoff()
-        self.open_timeout = open_timeout
         self.join_timeout = join_timeout
         self.rooms: dict[str, Joined] = {}
-        self.connects = 0  # connection attempts
-        self.closes: list[tuple[int, str]] = []
         self._refs: dict[str, Joined] = {}  # the ref of each join or leave waiting for its answer
         self._next_ref = 0
-        self._conn: ClientConnection | None = None  # set while open
         self._opened = asyncio.Event()
-        self._error: Exception | None = None
-        self._task: asyncio.Task[None] | None = None
         self._retries: set[asyncio.Future[None]] = set()
 
     # --- the context manager ---------------------------------------------------------------------
     async def __aenter__(self) -> "Connection":
-        self._task = asyncio.create_task(self._run(), name="connection")
-        opened = asyncio.create_task(self._opened.wait())
-        try:
-            await asyncio.wait({opened, self._task}, timeout=self.open_timeout, return_when="FIRST_COMPLETED")
-        finally:
-            opened.cancel()
-        if self._error is not None:
-            raise self._error
-        if not self._opened.is_set():
-            await self.close()
-            raise TimeoutError(f"could not connect within {self.open_timeout} s")
+        await self._start(self._opened, self.open_timeout, "could not connect", "connection")
         return self
-
-    async def __aexit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.close()
 
     async def close(self) -> None:
         """Close the socket; every room's pending sends are cancelled and its iterators end."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._stop()
         for retry in list(self._retries):
             retry.cancel()
         for room in list(self.rooms.values()):
@@ -207,7 +184,7 @@ class Connection(Refreshing):
             await self._put({"type": "leave", "room": joined.room, "ref": ref})
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(joined._left.wait(), self.join_timeout)
-        joined._joined.clear()
+        joined._unwelcomed()
         joined._end()
 
     def _ref(self, joined: Joined) -> str:
@@ -215,12 +192,6 @@ class Connection(Refreshing):
         ref = str(self._next_ref)
         self._refs[ref] = joined
         return ref
-
-    async def _put(self, frame: dict[str, Any]) -> None:
-        conn = self._conn
-        if conn is not None:
-            with contextlib.suppress(ConnectionClosed):
-                await conn.send(json.dumps(frame, ensure_ascii=False))
 
     # --- the session -----------------------------------------------------------------------------
     def _target(self, token: str | None) -> str:
@@ -231,53 +202,25 @@ class Connection(Refreshing):
             params.append(("token", token))
         return f"{self.url}/ws" + (f"?{urlencode(params)}" if params else "")
 
-    async def _run(self) -> None:
-        while True:
-            try:
-                token = await token_of(self.token)
-            except Exception as exc:  # the app's login said no, or its callable broke: not ours to retry
-                self._fail(exc)
-                return
-            self._exp = expiry(token)
-            code, reason = await self._session(token)
-            self.closes.append((code, reason))
-            for room in self.rooms.values():
-                room.closes.append((code, reason))
-            if not should_reconnect(code):
-                self._fail(closed_error(code, reason))
-                return
-            await asyncio.sleep(self.backoff.next())
-
-    async def _session(self, token: str | None) -> tuple[int, str]:
-        self.connects += 1
-        try:
-            conn = await connect(self._target(token), compression=None, open_timeout=self.open_timeout)
-        except InvalidStatus as exc:  # refused before the upgrade: a browser would see 1006
-            return ABNORMAL, f"HTTP {exc.response.status_code}"
-        except (OSError, TimeoutError, InvalidHandshake) as exc:
-            return ABNORMAL, str(exc)
+    async def _connected(self, conn: ClientConnection) -> None:
         self._conn = conn
         self._refs.clear()
         self._start_refresh(conn)
-        try:
-            for joined in list(self.rooms.values()):  # every room again, each from where it was
-                await self._ask_join(joined)
-            self._opened.set()
-            async for raw in conn:
-                if isinstance(raw, str):
-                    await self._handle(json.loads(raw))
-        except ConnectionClosed:
-            pass
-        finally:
-            self._stop_refresh()
-            self._conn = None
-            self._opened.clear()
-            for joined in self.rooms.values():
-                joined._joined.clear()
-            await conn.close()
-        return close_of(conn)
+        for joined in list(self.rooms.values()):  # every room again, each from where it was
+            await self._ask_join(joined)
+        self._opened.set()
 
-    async def _handle(self, event: dict[str, Any]) -> None:
+    def _lost(self) -> None:
+        self._opened.clear()
+        for joined in self.rooms.values():
+            joined._unwelcomed()
+
+    def _closed(self, code: int, reason: str) -> None:
+        super()._closed(code, reason)
+        for room in self.rooms.values():
+            room.closes.append((code, reason))
+
+    async def _handle(self, conn: ClientConnection, event: dict[str, Any]) -> None:
         kind = event.get("type")
         if kind == "welcome":
             joined = self._refs.pop(str(event.get("ref")), None)
@@ -289,13 +232,13 @@ class Connection(Refreshing):
             if joined is not None:
                 joined._left.set()
         elif kind == "error":
-            await self._refused(event)
+            self._refused(event)
         else:
             joined = self.rooms.get(event.get("room"))  # type: ignore[arg-type]
             if joined is not None and joined._joined.is_set():
                 joined._take(event)
 
-    async def _refused(self, event: dict[str, Any]) -> None:
+    def _refused(self, event: dict[str, Any]) -> None:
         code, reason = event.get("code", 0), event.get("reason", "")
         if "ref" in event:  # a join (or a leave) refused
             joined = self._refs.pop(str(event["ref"]), None)
@@ -304,33 +247,31 @@ class Connection(Refreshing):
                     joined._left.set()
                 return
             if code == TRY_AGAIN_LATER:  # messaging unavailable on that replica for now: ask again
-                asyncio.get_running_loop().call_later(
-                    self.backoff.next(), lambda: self._later(self._ask_join(joined))
-                )
+                self._after(self.backoff.next(), lambda: self._ask_join(joined))
                 return
             del self.rooms[joined.room]
             joined._fail(closed_error(code, reason))
             return
         joined = self.rooms.get(event.get("room"))  # type: ignore[arg-type]
         msg_id = event.get("id")
-        if joined is None or msg_id is None:
-            return
-        pending = joined._pending.get(msg_id)
-        if pending is None or pending[1].done():
+        if joined is None or msg_id is None or joined._waiting(msg_id) is None:
             return
         if code == TRY_AGAIN_LATER:  # not stored: the same id again after a pause (stored once)
-            text = pending[0]
-            asyncio.get_running_loop().call_later(
-                self.backoff.next(), lambda: self._later(joined._transmit(text, msg_id))
-            )
+            text = joined._waiting(msg_id)
+            self._after(self.backoff.next(), lambda: joined._transmit(text, msg_id))  # type: ignore[arg-type]
             return
         joined._refuse(msg_id, code, reason)
 
-    def _later(self, step: Coroutine[Any, Any, None]) -> None:
-        """Run a retry (a join or a send again) as a task the connection holds until it is done."""
-        task = asyncio.ensure_future(step)
-        self._retries.add(task)
-        task.add_done_callback(self._retries.discard)
+    def _after(self, delay: float, step: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """Run a retry (a join or a send again) after ``delay`` as a task the connection holds until it
+        is done."""
+
+        def start() -> None:
+            task = asyncio.ensure_future(step())
+            self._retries.add(task)
+            task.add_done_callback(self._retries.discard)
+
+        asyncio.get_running_loop().call_later(delay, start)
 
     def _fail(self, error: Exception) -> None:
         self._error = error

@@ -13,7 +13,9 @@
 // backoff and jitter, and stops on a "final" one. A Room resumes where it left off: every reconnect asks
 // for the messages after the last seq it delivered (in the same history epoch), so the page shows every
 // message once, in order, across drops, deploys, slow-consumer cut-offs and sleeping tabs. Sends carry an
-// id; unacknowledged ones are sent again after a reconnect, and the server stores an id only once.
+// id; unacknowledged ones are sent again after a reconnect, and the server stores an id only once. Those
+// resends are paced (at most RESEND_BURST at once, then RESEND_RATE a second; new sends wait behind them
+// meanwhile), below the server's MESSAGE_BURST and MESSAGE_RATE, over which it closes with 1008 (final).
 // Identity: `token` (a JWT from the app's login: a string, or a function returning one or a Promise of
 // one, asked before every connect so a reconnect never sends an expired token) or `name` (an unverified
 // display name); messages, joins, leaves and the welcome carry the sender's `user` and `name` when known.
@@ -207,6 +209,65 @@ export function tokenExpiry(token) {
   }
 }
 
+export const RESEND_RATE = 15; // messages a second (the server's default MESSAGE_RATE is 20)
+export const RESEND_BURST = 30; // messages at once (the server's default MESSAGE_BURST is 40)
+
+/**
+ * The server's message rate kept on the page: a token bucket of `rate` a second holding `burst`, full at
+ * each connect (so is the server's). Every message sent on the socket counts; `later(step)` runs steps in
+ * turn as tokens come (the resends after a welcome), `now(step)` runs a new send at once unless steps are
+ * waiting (then behind them), as it always did.
+ */
+class Pacer {
+  constructor(rate = RESEND_RATE, burst = RESEND_BURST) {
+    this.rate = rate;
+    this.burst = burst;
+    this.timer = null;
+    this.reset();
+  }
+
+  /** A new socket: a full bucket, and nothing left to send from the old one (the welcome resends it). */
+  reset() {
+    clearTimeout(this.timer);
+    this.timer = null;
+    this.queue = [];
+    this.tokens = this.burst;
+    this.last = Date.now();
+  }
+
+  now(step) {
+    if (this.queue.length) return this.later(step);
+    this._fill();
+    this.tokens -= 1;
+    step();
+  }
+
+  later(step) {
+    this.queue.push(step);
+    this._drain();
+  }
+
+  _fill() {
+    const now = Date.now();
+    this.tokens = Math.min(this.burst, this.tokens + ((now - this.last) / 1000) * this.rate);
+    this.last = now;
+  }
+
+  _drain() {
+    if (this.timer !== null) return; // already waiting for a token
+    this._fill();
+    while (this.queue.length && this.tokens >= 1) {
+      this.tokens -= 1;
+      this.queue.shift()();
+    }
+    if (!this.queue.length) return;
+    this.timer = setTimeout(() => {
+      this.timer = null;
+      this._drain();
+    }, ((1 - this.tokens) / this.rate) * 1000);
+  }
+}
+
 /**
  * Keeps one socket's token fresh: shortly before its exp (a quarter of what is left, at most 30 s) the
  * token function is asked again and the new token sent as `refresh`, so the server never closes the
@@ -264,7 +325,7 @@ function newId() {
  * What a page knows of one room it is in: the part Room (one socket per room) and a room joined on a
  * RoomConnection (many rooms on one socket) share. Messages reach onMessage once each, in seq order;
  * sends resolve with their stored seq and go again, with the same id, after each welcome until
- * acknowledged.
+ * acknowledged, at the pace of the socket's Pacer (`this.pacer`).
  */
 class RoomMember {
   constructor(room, { history = 0, onWelcome, onMessage, onPresence } = {}) {
@@ -287,7 +348,7 @@ class RoomMember {
     this.sentIds.add(id);
     return new Promise((resolve, reject) => {
       this.pending.set(id, { text, resolve, reject });
-      this._transmit(text, id); // when not live, the welcome after the reconnect sends it
+      if (this.live) this.pacer.now(() => this._transmit(text, id)); // else the welcome after the reconnect sends it
     });
   }
 
@@ -326,7 +387,7 @@ class RoomMember {
     this.you = event.you;
     this.selves.add(event.you);
     this.onWelcome(event, { resumed, recovered });
-    for (const [id, { text }] of this.pending) this._transmit(text, id);
+    for (const [id, { text }] of this.pending) this.pacer.later(() => this.pending.has(id) && this._transmit(text, id));
   }
 
   _message(event) {
@@ -356,6 +417,62 @@ function tokenOf(token, then) {
 }
 
 /**
+ * What Room and RoomConnection share: one Connection whose path carries a fresh token (`_nextPath` asks
+ * `path(token)`), the token's refresher, the socket's Pacer, and each JSON frame handed to `_frame`; a final
+ * close rejects what is pending (`_ended`).
+ */
+const OnOneSocket = (Base) =>
+  class extends Base {
+    _socket({ token, name, resendRate, resendBurst, onState, onOpen, onFinalClose }) {
+      this.token = token;
+      this.name = name;
+      this.refresher = new TokenRefresher(this);
+      this.pacer = new Pacer(resendRate, resendBurst);
+      this.connection = new Connection(() => this._nextPath(), {
+        onState,
+        onOpen: () => {
+          this.pacer.reset(); // the server's rate starts over with each connection
+          if (onOpen) onOpen();
+        },
+        onMessage: (data) => {
+          let event;
+          try {
+            event = JSON.parse(data);
+          } catch {
+            return;
+          }
+          this._frame(event);
+        },
+        onFinalClose: (event) => {
+          this.refresher.stop();
+          this.pacer.reset();
+          this._ended(new Error(describeClose(event)));
+          if (onFinalClose) onFinalClose(event);
+        },
+      });
+    }
+
+    /** The path with a token from the token function, asked afresh for each attempt. */
+    _nextPath() {
+      return tokenOf(this.token, (token) => this.path(this.refresher.took(token)));
+    }
+
+    get live() {
+      return this.connection.live;
+    }
+
+    open() {
+      this.connection.open();
+    }
+
+    close() {
+      this.refresher.stop();
+      this.pacer.reset();
+      this.connection.close();
+    }
+  };
+
+/**
  * A chat room at /ws/{room}?format=json that resumes after every reconnect and acknowledges sends.
  * Options: password; token (an identity token: a string, or a function returning a string or a Promise
  * of one, called before every connect); name (a display name, unverified; the server ignores it when a
@@ -368,27 +485,30 @@ function tokenOf(token, then) {
  *                                               carries the count only when too many did)
  *   onState(state, text), onFinalClose(closeEvent)   4001: the token was refused (final)
  * Welcome, message, join and leave objects are the server's JSON: `user` (a token's sub) and `name`
- * are set when known and undefined otherwise.
+ * are set when known and undefined otherwise. resendRate and resendBurst (RESEND_RATE, RESEND_BURST)
+ * pace the resends after a reconnect: set them to a server's MESSAGE_RATE and MESSAGE_BURST if it has
+ * other limits.
  */
-export class Room extends RoomMember {
+export class Room extends OnOneSocket(RoomMember) {
   constructor(
     room,
-    { password = "", token = "", name = "", history = 0, onWelcome, onMessage, onPresence, onState, onFinalClose } = {},
+    {
+      password = "",
+      token = "",
+      name = "",
+      history = 0,
+      resendRate,
+      resendBurst,
+      onWelcome,
+      onMessage,
+      onPresence,
+      onState,
+      onFinalClose,
+    } = {},
   ) {
     super(room, { history, onWelcome, onMessage, onPresence });
     this.password = password;
-    this.token = token;
-    this.name = name;
-    this.refresher = new TokenRefresher(this);
-    this.connection = new Connection(() => this._nextPath(), {
-      onState,
-      onMessage: (data) => this._receive(data),
-      onFinalClose: (event) => {
-        this.refresher.stop();
-        this._failAll(new Error(describeClose(event)));
-        if (onFinalClose) onFinalClose(event);
-      },
-    });
+    this._socket({ token, name, resendRate, resendBurst, onState, onFinalClose });
   }
 
   /** The URL path of the next attempt: the first join asks for history, later ones resume. */
@@ -402,24 +522,6 @@ export class Room extends RoomMember {
     return path;
   }
 
-  /** The path with a token from the token function, asked afresh for each attempt. */
-  _nextPath() {
-    return tokenOf(this.token, (token) => this.path(this.refresher.took(token)));
-  }
-
-  get live() {
-    return this.connection.live;
-  }
-
-  open() {
-    this.connection.open();
-  }
-
-  close() {
-    this.refresher.stop();
-    this.connection.close();
-  }
-
   _welcome(event) {
     super._welcome(event);
     this.refresher.schedule(); // refreshed on the socket this welcome came on
@@ -429,14 +531,12 @@ export class Room extends RoomMember {
     this.connection.send(JSON.stringify({ text, id }));
   }
 
-  _receive(data) {
-    let event;
-    try {
-      event = JSON.parse(data);
-    } catch {
-      return;
-    }
+  _frame(event) {
     this._take(event);
+  }
+
+  _ended(error) {
+    this._failAll(error);
   }
 }
 
@@ -447,30 +547,21 @@ export class Room extends RoomMember {
  * which), onState(state, text), onFinalClose(closeEvent). Room options: password, history, onWelcome,
  * onMessage, onPresence, onError(errorFrame) (a refused join or send: 4003 wrong password, 4001 token
  * not for the room, 4029 too many rooms or too fast, 1008 malformed; the connection and the other rooms
- * go on; a refused join leaves the room), onLeft().
+ * go on; a refused join leaves the room), onLeft(). resendRate and resendBurst are as for Room, for the
+ * socket as a whole (the server's rate is the connection's, across its rooms).
  */
-export class RoomConnection {
-  constructor({ token = "", name = "", onState, onFinalClose } = {}) {
-    this.token = token;
-    this.name = name;
+export class RoomConnection extends OnOneSocket(Object) {
+  constructor({ token = "", name = "", resendRate, resendBurst, onState, onFinalClose } = {}) {
+    super();
     this.rooms = new Map(); // room id -> JoinedRoom
     this.refs = new Map(); // ref -> JoinedRoom, for joins and leaves not answered yet
     this.nextRef = 0;
-    this.refresher = new TokenRefresher(this);
-    this.connection = new Connection(() => this._nextPath(), {
-      onState,
-      onOpen: () => {
-        this.refs.clear();
-        this.refresher.schedule(); // one token for all the rooms: refreshed on the connection
-        for (const room of this.rooms.values()) this._join(room);
-      },
-      onMessage: (data) => this._receive(data),
-      onFinalClose: (event) => {
-        this.refresher.stop();
-        for (const room of this.rooms.values()) room._failAll(new Error(describeClose(event)));
-        if (onFinalClose) onFinalClose(event);
-      },
-    });
+    const onOpen = () => {
+      this.refs.clear();
+      this.refresher.schedule(); // one token for all the rooms: refreshed on the connection
+      for (const room of this.rooms.values()) this._join(room);
+    };
+    this._socket({ token, name, resendRate, resendBurst, onState, onOpen, onFinalClose });
   }
 
   path(token = typeof this.token === "string" ? this.token : "") {
@@ -481,21 +572,8 @@ export class RoomConnection {
     return query ? `/ws?${query}` : "/ws";
   }
 
-  _nextPath() {
-    return tokenOf(this.token, (token) => this.path(this.refresher.took(token)));
-  }
-
-  get live() {
-    return this.connection.live;
-  }
-
-  open() {
-    this.connection.open();
-  }
-
-  close() {
-    this.refresher.stop();
-    this.connection.close();
+  _ended(error) {
+    for (const room of this.rooms.values()) room._failAll(error);
   }
 
   /** Join a room (now, or when the connection opens); the room's callbacks say what the server said. */
@@ -530,13 +608,7 @@ export class RoomConnection {
     return ref;
   }
 
-  _receive(data) {
-    let event;
-    try {
-      event = JSON.parse(data);
-    } catch {
-      return;
-    }
+  _frame(event) {
     if (event.type === "welcome" || event.type === "left") {
       const joined = this.refs.get(String(event.ref));
       this.refs.delete(String(event.ref));
@@ -591,6 +663,10 @@ class JoinedRoom extends RoomMember {
 
   get live() {
     return this.joined && this.connection.live;
+  }
+
+  get pacer() {
+    return this.connection.pacer; // one rate for the socket, across its rooms
   }
 
   leave() {
