@@ -20,6 +20,7 @@ from realtime.transport import FrameWriter
 from rooms_service import envelopes, mux_frames
 from rooms_service.admission import JoinChecks
 from rooms_service.counters import RelayMetrics
+from rooms_service.inbound import next_text
 from rooms_service.limits import TokenBucket
 from rooms_service.membership import Membership
 from rooms_service.refused import Refused
@@ -65,12 +66,8 @@ class Connection:
         handlers = {"join": self.join, "leave": self.leave, "send": self.send, "refresh": self.refresh}
         try:
             while True:
-                message: dict[str, Any] = await websocket.receive()
-                if message["type"] == "websocket.disconnect":
-                    return
-                text = message.get("text")
+                text = await next_text(websocket, self.close, "text frames only")
                 if text is None:
-                    self.close(CloseCode.POLICY_VIOLATION, "text frames only")
                     return
                 try:
                     frame = json.loads(text)

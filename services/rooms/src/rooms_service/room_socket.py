@@ -12,7 +12,7 @@ import functools
 import logging
 import secrets
 import time
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import FastAPI, Query, WebSocket
 from realtime.close_codes import CloseCode
@@ -23,6 +23,7 @@ from rooms_service import envelopes
 from rooms_service.admission import Busy, JoinChecks, waited_since
 from rooms_service.counters import RelayMetrics
 from rooms_service.hooks import Decision, Hooks
+from rooms_service.inbound import next_text
 from rooms_service.limits import TokenBucket
 from rooms_service.membership import Membership, Resume
 from rooms_service.refused import Refused, close_refused
@@ -168,13 +169,10 @@ async def _relay(
 ) -> None:
     """Store what the member says until it leaves or breaks a limit (size is uvicorn's: 1009); a JSON
     member that gave an id is acknowledged with the stored seq once it is stored."""
+    close = functools.partial(_close, member)
     while True:
-        message: dict[str, Any] = await websocket.receive()
-        if message["type"] == "websocket.disconnect":
-            return
-        text = message.get("text")
+        text = await next_text(websocket, close, "text messages only")
         if text is None:
-            _close(member, CloseCode.POLICY_VIOLATION, "text messages only")
             return
         if not bucket.take():
             counts.rate_limited.inc()
