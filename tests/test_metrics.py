@@ -21,7 +21,7 @@ from realtime import metrics
 from realtime.frames import text_frame
 from websockets.exceptions import InvalidStatus
 
-from tests.conftest import DEADLINE, closed_with, make_stack, recv, wait_until_async, ws
+from tests.conftest import DEADLINE, closed_with, make_stack, recv, wait_until, wait_until_async, ws
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -199,7 +199,12 @@ def test_nats_connected_is_1_everywhere(stack: Stack) -> None:
     for name, url in endpoints(stack).items():
         service = stack.processes[name].env["SERVICE_NAME"]
         assert value(url, "realtime_nats_connected", service=service) == 1, name
-        assert value(url, "realtime_nats_pending_bytes", service=service) == 0, name
+        # A sample can catch a publish between nats-py's flushes (a heartbeat: a few hundred bytes);
+        # connected, the buffer drains: the gauge comes back to 0.
+        wait_until(
+            lambda: value(url, "realtime_nats_pending_bytes", service=service) == 0,
+            f"{name}: realtime_nats_pending_bytes back to 0",
+        )
 
 
 async def test_no_label_carries_a_room_id_an_address_or_a_password(stack: Stack) -> None:

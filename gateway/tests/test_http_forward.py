@@ -35,6 +35,7 @@ from websockets.asyncio.client import connect
 DEADLINE = 10.0
 SECRET = "Bearer s3cret-never-logged-4b1d"
 MAX_BODY = 4096
+SHORT_TIMEOUT = 0.5  # seconds: /api/slow answers after 1.5
 
 
 @dataclass
@@ -169,7 +170,9 @@ async def gateway(*targets: str, **overrides: object) -> AsyncIterator[Gateway]:
         "routes": {},
         "upstreams": {"rooms": list(targets)},
         "http_max_body": MAX_BODY,
-        "http_forward_timeout": 0.5,
+        # Generous: 20 concurrent answers on a loaded 2-core machine took over 0.5 s once. The tests of
+        # the timeout itself set a short one (SHORT_TIMEOUT) against /api/slow's 1.5 s.
+        "http_forward_timeout": 10.0,
     }
     settings = GatewaySettings(**(options | overrides))
     app = create_app(settings)
@@ -276,7 +279,7 @@ async def test_a_request_that_timed_out_is_504_and_never_sent_again() -> None:
     async with (
         tcp_upstream("a") as a,
         tcp_upstream("b") as b,
-        gateway(a.target, b.target) as gw,
+        gateway(a.target, b.target, http_forward_timeout=SHORT_TIMEOUT) as gw,
         client(gw) as http,
     ):
         response = await http.get("/api/slow")
@@ -387,7 +390,7 @@ async def test_authorization_never_reaches_a_log(
     with dead_target() as dead:
         async with (
             tcp_upstream("a") as up,
-            gateway(dead, up.target, access_log=True) as gw,
+            gateway(dead, up.target, access_log=True, http_forward_timeout=SHORT_TIMEOUT) as gw,
             client(gw) as http,
         ):
             # as realtime.logs.setup_logging leaves it (a server started with access_log=False turns it off)

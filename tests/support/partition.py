@@ -32,11 +32,19 @@ from tests.support.cluster import (
     move_leader,
     wait_current,
 )
+from tests.support.presence_throttle import (
+    FAILURE_WINDOW,
+    Watchers,
+    guarded_rooms,
+    presence_and_throttle_after,
+    with_checks_during,
+)
 from tests.support.rooms import run_traffic
 
 NODES = 3
 SUBNET = "10.231.0"
 CUT_FOR = 20.0  # seconds node k stays cut off
+FAULT = "nats-node-cut-off-20s"
 RUN_TIMEOUT = 240.0  # the whole run in the hub, stack start to stop
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -114,14 +122,31 @@ def cut_off(stack: Stack, hub: str, seconds: float = CUT_FOR) -> Callable[[], Aw
     return fault
 
 
+async def traffic_and_checks(stack: Stack, fault: Callable[[], Awaitable[None]]) -> dict:
+    """The traffic through the cut, with presence and the password throttle checked during and after it
+    (tests/support/presence_throttle.py); what they saw under ``presence_and_throttle``."""
+    seen: dict[str, object] = {}
+    async with Watchers(stack, "presence-partition") as watchers:
+        result = await run_traffic(
+            stack, "partition", with_checks_during(stack, FAULT, fault, watchers, seen)
+        )
+        await presence_and_throttle_after(stack, FAULT, watchers, seen)
+    return result | {"presence_and_throttle": seen}
+
+
 def in_the_hub(hub: str, nodes: list[tuple[str, str]]) -> dict:
     """Inside the hub namespace: the cluster stack, the traffic and the cut; the result as a dict."""
-    config = StackConfig.for_tests("nats=3 rooms=2", LOG_LEVEL="warning", ACCESS_LOG="false", **CLUSTER_ENV)
+    guards = {
+        "ROOM_PASSWORDS": json.dumps(guarded_rooms([FAULT])),
+        "AUTH_FAILURE_WINDOW": str(FAILURE_WINDOW),
+    }
+    env = CLUSTER_ENV | guards
+    config = StackConfig.for_tests("nats=3 rooms=2", LOG_LEVEL="warning", ACCESS_LOG="false", **env)
     config.nats_netns = nodes
     with Stack(config) as stack:
         wait_current(stack, 60)
         fault = cut_off(stack, hub)
-        result = asyncio.run(run_traffic(stack, "partition", fault))
+        result = asyncio.run(traffic_and_checks(stack, fault))
     verdict = result.pop("verdict")
     result |= {f"verdict_{k}": v for k, v in vars(verdict).items()} | {"report": fault.report}  # type: ignore[attr-defined]
     return result

@@ -23,7 +23,7 @@ from rooms_service.room_ids import validate_room_id
 from rooms_service.rooms import Rooms
 from rooms_service.settings import RoomsSettings
 from rooms_service.signing import Signer
-from rooms_service.throttle_sync import announcer, apply_others, results_subject
+from rooms_service.throttle_sync import SharedThrottle, results_subject
 from rooms_service.tokens import TokenVerifier
 from rooms_service.webhooks import Webhooks, event_types
 
@@ -52,8 +52,8 @@ def create_app(settings: RoomsSettings | None = None) -> FastAPI:
         bus, origin = app.state.bus, settings.instance_id
         rooms = Rooms(bus, settings)
         app.state.rooms = rooms
-        results = results_subject(settings.subject_prefix)
-        guard.announce = announcer(bus, results, origin)
+        shared = SharedThrottle(bus, results_subject(settings.subject_prefix), origin, guard)
+        guard.announce = shared.announce
         control = Control(
             bus,
             settings.subject_prefix,
@@ -67,7 +67,7 @@ def create_app(settings: RoomsSettings | None = None) -> FastAPI:
             asyncio.create_task(rooms.census.run(), name="presence census"),
             asyncio.create_task(rooms.heartbeat(), name="presence heartbeat"),
             asyncio.create_task(rooms.events.run(), name="room events"),
-            asyncio.create_task(apply_others(bus, results, origin, guard), name="shared throttle"),
+            asyncio.create_task(shared.run(), name="shared throttle"),
             asyncio.create_task(control.run(), name="server API"),
         ]
         if settings.events_webhook_url:  # events.py, webhooks.py: the app's webhook
@@ -95,8 +95,8 @@ def create_app(settings: RoomsSettings | None = None) -> FastAPI:
 
     @operator_route(app, "/rooms")
     async def room_stats() -> dict[str, int]:
-        """Counts only (rooms, NATS subscriptions, local members, slow consumers cut off); on the
-        internal port only (realtime.operator)."""
-        return app.state.rooms.stats()
+        """Counts only (rooms, NATS subscriptions, local members, slow consumers cut off, clients that
+        reached the password throttle); on the internal port only (realtime.operator)."""
+        return app.state.rooms.stats() | {"clients_throttled": guard.throttle.reached}
 
     return app

@@ -8,6 +8,7 @@ Nothing here logs, formats or raises with a password in it.
 
 import asyncio
 import base64
+import bisect
 import hashlib
 import hmac
 import logging
@@ -89,6 +90,7 @@ class FailureThrottle:
         self.max_keys = max_keys
         self._clock = clock
         self._failures: OrderedDict[tuple[str, str], deque[float]] = OrderedDict()
+        self.reached = 0  # times a key reached the limit (by its own failures or ones heard): /rooms
 
     def _recent(self, key: tuple[str, str]) -> deque[float] | None:
         times = self._failures.get(key)
@@ -106,12 +108,26 @@ class FailureThrottle:
         times = self._recent(key)
         return times is not None and len(times) >= self.max_failures
 
-    def failed(self, key: tuple[str, str]) -> int:
-        """Record one failure; returns the failures inside the window, this one included."""
+    def failed(self, key: tuple[str, str], age: float = 0.0) -> int:
+        """Record one failure that happened ``age`` seconds ago (one heard late from another replica);
+        returns the failures inside the window, this one included."""
+        at = self._clock() - age
         times = self._recent(key)
+        if at <= self._clock() - self.window:  # already out of the window
+            return len(times) if times is not None else 0
         if times is None:
             times = self._failures[key] = deque(maxlen=self.max_failures)
-        times.append(self._clock())
+        was_blocked = len(times) >= self.max_failures
+        if times and at < times[-1]:  # heard late: kept in time order, only the newest max_failures
+            if len(times) == self.max_failures:
+                if at <= times[0]:
+                    return len(times)
+                times.popleft()
+            bisect.insort(times, at)
+        else:
+            times.append(at)
+        if not was_blocked and len(times) >= self.max_failures:
+            self.reached += 1
         self._failures.move_to_end(key)
         while len(self._failures) > self.max_keys:
             self._failures.popitem(last=False)
@@ -154,12 +170,12 @@ class PasswordGuard:
         self.announce = announce
         self.tokens = tokens or TokenVerifier()
 
-    def heard(self, client: str, room_id: str, succeeded: bool) -> None:
-        """Another replica checked a password or a token for this room and this client."""
+    def heard(self, client: str, room_id: str, succeeded: bool, age: float = 0.0) -> None:
+        """Another replica checked a password or a token for this room and this client ``age`` seconds ago."""
         if succeeded:
             self.throttle.succeeded((client, room_id))
         else:
-            self.throttle.failed((client, room_id))
+            self.throttle.failed((client, room_id), age)
 
     def guarded(self, room_id: str) -> bool:
         return room_id in self._rooms
