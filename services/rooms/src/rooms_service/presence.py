@@ -23,9 +23,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
-import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from realtime.bus import Bus
 from realtime.frames import text_frame
@@ -34,51 +32,13 @@ from rooms_service import envelopes
 from rooms_service.census import EXPIRY_INTERVALS, Census
 from rooms_service.membership import Membership
 from rooms_service.presence_diff import Diff, entry
+from rooms_service.room_presence import Presence, RoomPresence
 from rooms_service.settings import RoomsSettings
 
 logger = logging.getLogger(__name__)
 
 JOIN_CONFIRM_TIMEOUT = 2.0  # seconds a join waits for its room's subscription to be confirmed live
 PRUNES_PER_BEAT = 4  # presence is pruned this many times per interval: a dead replica goes in time
-
-
-class Presence:
-    __slots__ = ("_clock", "_expiry", "_remote")
-
-    def __init__(self, expiry: float, *, clock: Callable[[], float] = time.monotonic) -> None:
-        self._expiry = expiry
-        self._clock = clock
-        self._remote: dict[str, tuple[int, float]] = {}  # other replica -> (its local count, heard at)
-
-    def knows(self, origin: str) -> bool:
-        return origin in self._remote
-
-    def heard(self, origin: str, local_count: int) -> None:
-        if local_count > 0:
-            self._remote[origin] = (local_count, self._clock())
-        else:
-            self._remote.pop(origin, None)
-
-    def prune(self) -> bool:
-        """Forget replicas not heard from in time; True if any was forgotten."""
-        cutoff = self._clock() - self._expiry
-        stale = [origin for origin, (_, at) in self._remote.items() if at < cutoff]
-        for origin in stale:
-            del self._remote[origin]
-        return bool(stale)
-
-    def total(self, local_count: int) -> int:
-        return local_count + sum(count for count, _ in self._remote.values())
-
-
-@dataclass(eq=False)
-class _Room:
-    subject: str  # the room's core NATS subject: presence events travel with its stored messages
-    presence: Presence
-    mine: Diff  # this replica's joins and leaves not announced yet (a big room)
-    told: Diff  # what this replica's members will be told at the next diff (a big room)
-    live: "asyncio.Future[None]"  # this replica heard itself on the room's subject: its subscription is live
-    last_total: int = 0  # the total its JSON members were last told
 
 
 class Roster:
@@ -102,7 +62,7 @@ class Roster:
         self._cap = settings.presence_diff_max_listed
         self._local_count = local_count
         self._tell = tell
-        self._rooms: dict[str, _Room] = {}
+        self._rooms: dict[str, RoomPresence] = {}
         self._changed: set[str] = set()  # rooms with a diff to send or to tell
         self.census = Census(
             bus,
@@ -117,7 +77,7 @@ class Roster:
     def open(self, room_id: str, subject: str) -> None:
         live = asyncio.get_running_loop().create_future()
         expiry = EXPIRY_INTERVALS * self._interval
-        self._rooms[room_id] = _Room(subject, Presence(expiry), Diff(self._cap), Diff(self._cap), live)
+        self._rooms[room_id] = RoomPresence(subject, Presence(expiry), Diff(self._cap), Diff(self._cap), live)
 
     def close(self, room_id: str) -> None:
         room = self._rooms.pop(room_id, None)
@@ -173,14 +133,14 @@ class Roster:
             return
         await self._announce(member.room_id, room, envelopes.LEAVE, member)
 
-    def _gather(self, room_id: str, room: _Room, member: Membership, kind: str) -> None:
+    def _gather(self, room_id: str, room: RoomPresence, member: Membership, kind: str) -> None:
         """A join or leave in a big room: into this replica's next diff and its members' next event."""
         shown = entry(member.id, member.user, member.name)
         for diff in (room.mine, room.told):
             (diff.join if kind == envelopes.JOIN else diff.leave)(shown)
         self._changed.add(room_id)
 
-    async def _announce(self, room_id: str, room: _Room, kind: str, member: Membership) -> None:
+    async def _announce(self, room_id: str, room: RoomPresence, kind: str, member: Membership) -> None:
         if room.mine.changed:  # what this replica gathered goes first: the others hear it in order
             await self._send_diff(room_id, room)
         local = self._local_count(room_id)
@@ -196,7 +156,7 @@ class Roster:
         # even when the bus is away.
         self._heard_one(room_id, room, envelopes.decode(payload))
 
-    async def _send_diff(self, room_id: str, room: _Room) -> None:
+    async def _send_diff(self, room_id: str, room: RoomPresence) -> None:
         lists = room.mine.lists()
         room.mine.clear()
         payload = envelopes.diff(room_id, self.origin, self._local_count(room_id), lists)
@@ -205,7 +165,7 @@ class Roster:
         except Exception as exc:  # the count comes right with the next heartbeat; the lists are lost
             logger.info("room %s: could not announce a presence diff (%s)", room_id, type(exc).__name__)
 
-    def _tell_diff(self, room_id: str, room: _Room) -> None:
+    def _tell_diff(self, room_id: str, room: RoomPresence) -> None:
         """What was gathered for this replica's members, as one ``members`` event (if anything changed)."""
         if not room.told.changed:
             return
@@ -216,7 +176,7 @@ class Roster:
         total = room.last_total = self.total(room_id)
         self._tell(room_id, text_frame(envelopes.members(room_id, total, lists)))
 
-    def _count_changed(self, room_id: str, room: _Room) -> None:
+    def _count_changed(self, room_id: str, room: RoomPresence) -> None:
         """The total moved without a join or leave (a heartbeat, a replica gone): told now in a small
         room, with the next diff in a big one."""
         total = self.total(room_id)
@@ -262,7 +222,7 @@ class Roster:
         else:
             self._count_changed(room_id, room)
 
-    def _heard_one(self, room_id: str, room: _Room, event: dict) -> None:
+    def _heard_one(self, room_id: str, room: RoomPresence, event: dict) -> None:
         """One member's join or leave (the total already counts it): told as such while the room is
         small (before and after it), else gathered into the next ``members`` event."""
         joined = event["type"] == envelopes.JOIN

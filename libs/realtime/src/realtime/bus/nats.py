@@ -1,9 +1,9 @@
-"""NATS bus (nats-py): many replicas, several servers, reconnects that flip readiness."""
+"""NATS bus (nats-py): many replicas, several servers, reconnects that flip readiness. Its streams
+(JetStream: the stored history) are ``nats_streams.py``."""
 
 import asyncio
 import contextlib
 import logging
-import secrets
 from urllib.parse import urlsplit
 
 import nats
@@ -11,16 +11,12 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription as NatsSubscription
 from nats.errors import SlowConsumerError
-from nats.js import api
-from nats.js.client import JetStreamContext
-from nats.js.errors import BadRequestError, NotFoundError
 
 from realtime import metrics
-from realtime.bus.base import Bus, BusUnavailable, Message, StoreAck, Stored, StreamSpec, Subscription
+from realtime.bus.base import Bus, BusUnavailable, Message, Subscription
+from realtime.bus.nats_streams import NatsStreams
 from realtime.tasks import cancel_and_wait
 
-STREAM_NAME_IN_USE = 10058  # JetStream's error code: a stream of that name exists with another config
-FETCH_TIMEOUT = 2.0  # seconds one batch of stored messages may take
 PENDING_SAMPLE_INTERVAL = 1.0  # seconds between two looks at nats-py's unsent buffer (never per publish)
 
 logger = logging.getLogger(__name__)
@@ -44,7 +40,9 @@ def _message(msg: Msg) -> Message:
     return Message(msg.subject, msg.data)
 
 
-class NatsBus(Bus):
+class NatsBus(NatsStreams, Bus):
+    """Core NATS (publish, subscriptions, the connection's life); the streams are ``NatsStreams``'."""
+
     def __init__(
         self,
         url: str,
@@ -168,104 +166,6 @@ class NatsBus(Bus):
             raise BusUnavailable("NATS is not connected")
         # While reconnecting nats-py buffers the publish and sends it once back.
         await nc.publish(subject, payload)
-
-    # --- streams (JetStream) -----------------------------------------------------------------
-    def _js(self) -> JetStreamContext:
-        nc = self._nc
-        if nc is None or nc.is_closed:
-            raise BusUnavailable("NATS is not connected")
-        # A request to a hung server fails after request_timeout; the store is retried with the same id.
-        return nc.jetstream(timeout=self._request_timeout)
-
-    def jetstream(self) -> JetStreamContext:
-        """The current connection's JetStream context, for what this interface does not cover (key-value
-        buckets, durable consumers: the rooms' events); raises ``BusUnavailable`` while not connected."""
-        return self._js()
-
-    async def ensure_stream(self, spec: StreamSpec) -> str:
-        config = api.StreamConfig(
-            name=spec.name,
-            subjects=[spec.subjects],
-            storage=api.StorageType.FILE,
-            retention=api.RetentionPolicy.LIMITS,
-            discard=api.DiscardPolicy.OLD,
-            max_msgs_per_subject=spec.max_per_subject,
-            max_age=spec.max_age,
-            max_msg_size=spec.max_msg_size,
-            duplicate_window=spec.duplicate_window,
-            num_replicas=spec.replicas,
-            allow_direct=True,
-            republish=api.RePublish(src=spec.subjects, dest=spec.republish_to) if spec.republish_to else None,
-        )
-        js = self._js()
-        try:
-            info = await js.add_stream(config)
-        except BadRequestError as exc:  # every replica races to create it: the others update
-            if exc.err_code != STREAM_NAME_IN_USE:
-                raise
-            info = await js.update_stream(config)
-        created = info.created
-        return f"{created.timestamp():.6f}" if created is not None else spec.name
-
-    async def store(self, stream: str, subject: str, payload: bytes, msg_id: str | None = None) -> StoreAck:
-        headers = {api.Header.MSG_ID: msg_id} if msg_id is not None else None
-        ack = await self._js().publish(subject, payload, stream=stream, headers=headers)
-        return StoreAck(ack.seq, bool(ack.duplicate))
-
-    async def last_stored(self, stream: str, subject: str) -> int:
-        try:
-            msg = await self._js().get_last_msg(stream, subject, direct=True)
-        except NotFoundError:
-            return 0
-        return int(msg.seq or 0)
-
-    async def purge(self, stream: str, subject: str) -> None:
-        await self._js().purge_stream(stream, subject=subject)
-
-    async def stored_at(self, stream: str, seq: int) -> Stored | None:
-        try:
-            msg = await self._js().get_msg(stream, seq=seq, direct=True)
-        except NotFoundError:
-            return None
-        return Stored(int(msg.seq or seq), msg.subject or "", msg.data or b"")
-
-    async def stored_after(self, stream: str, subject: str, after: int, limit: int) -> list[Stored]:
-        if limit < 1 or await self.last_stored(stream, subject) <= after:
-            return []  # nothing to read (a fetch from an empty range waits out its timeout)
-        js = self._js()
-        name = f"read-{secrets.token_hex(8)}"  # named here, so it can be deleted by name afterwards
-        config = api.ConsumerConfig(
-            name=name,
-            filter_subject=subject,
-            deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE,
-            opt_start_seq=after + 1,
-            ack_policy=api.AckPolicy.NONE,
-            mem_storage=True,
-            num_replicas=1,
-            inactive_threshold=30.0,  # the server removes it if this replica vanishes mid-read
-        )
-        await js.add_consumer(stream, config)
-        found: list[Stored] = []
-        sub: JetStreamContext.PullSubscription | None = None
-        try:
-            sub = await js.pull_subscribe_bind(consumer=name, stream=stream)
-            while len(found) < limit:
-                try:
-                    batch = await sub.fetch(min(limit - len(found), 1000), timeout=FETCH_TIMEOUT)
-                except TimeoutError:
-                    break
-                for msg in batch:
-                    meta = msg.metadata
-                    found.append(Stored(meta.sequence.stream, msg.subject, msg.data))
-                if not batch or batch[-1].metadata.num_pending == 0:
-                    break
-        finally:
-            if sub is not None:
-                with contextlib.suppress(Exception):
-                    await sub.unsubscribe()
-            with contextlib.suppress(Exception):
-                await js.delete_consumer(stream, name)
-        return found[:limit]
 
     async def _add(self, subscription: Subscription) -> None:
         self._subscriptions[subscription] = None
