@@ -65,6 +65,10 @@ lint: install
 unit: install
 	@set -e; for m in $(MEMBERS); do echo "== $$m"; $(VENV)/bin/pytest $$m; done
 
+# The whole-system modules run on SYSTEM_WORKERS pytest-xdist workers (0: in this process), a module and its
+# stack on one worker; most of their time is spent waiting on processes, so two halve the run on two cores.
+SYSTEM_WORKERS ?= 2
+
 # The browser test needs chromium: as root make installs it (announced); otherwise, or with SKIP_BROWSER=1,
 # the browser test is skipped with a message and everything else runs.
 system: install test-tools
@@ -74,7 +78,7 @@ system: install test-tools
 	  if [ "$$(id -u)" = 0 ]; then $(SUBMAKE) browser || exit 1; \
 	  else skip=1; echo "== SKIPPING the browser test: no $(CHROMIUM), and not root (sudo make browser installs it)"; fi; \
 	fi; \
-	SKIP_BROWSER=$$skip $(VENV)/bin/pytest tests
+	SKIP_BROWSER=$$skip $(VENV)/bin/pytest tests -n $(SYSTEM_WORKERS) --dist loadfile
 
 # The AsyncAPI document (docs/asyncapi.yaml), validated by @asyncapi/parser (the library the official CLI
 # validates with, about 55 MB) pinned in tools/asyncapi: `npm ci` from its lock, reinstalled only when the
