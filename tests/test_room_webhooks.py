@@ -24,7 +24,7 @@ from tests.support.rooms import kill_and_restart_nats
 from tests.support.webhook_receiver import Receiver
 
 SECRET = new_secret()
-RECEIVER_DOWN = 8.0  # seconds (the issue says 30: with EVENTS_WEBHOOK_RETRY_LIMIT=1 the retries are alike)
+RECEIVER_DOWN = 30.0  # seconds, the issue's figure (each fault case makes its own stack: +22 s over 8 s)
 TRAFFIC = 6.0  # seconds of members joining, sending and leaving
 
 
