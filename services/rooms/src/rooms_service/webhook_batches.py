@@ -7,9 +7,11 @@ with, so an app that drops a ``webhook-id`` it has handled still sees each event
 
 How: before a batch is first POSTed, its range of stream sequences (first, last) is written to the
 key-value bucket ``<events stream>_WEBHOOK_BATCHES`` under ``b.<first>`` (kept as long as the events,
-``EVENTS_RETENTION``; replicated like them), and under ``latest`` (the highest range). A fetch that starts
-where a recorded range starts rebuilds that range; the ``webhook-id`` is ``<epoch>-<first>-<last>``,
-the stream's epoch naming its life (a stream made anew starts its sequences again).
+``EVENTS_RETENTION``; replicated like them): one put per batch. Batches are recorded in order, so the
+bucket's last entry is the highest range (read only when a fetch does not simply follow this replica's
+last batch). A fetch that starts where a recorded range starts rebuilds that range; the ``webhook-id``
+is ``<epoch>-<first>-<last>``, the stream's epoch naming its life (a stream made anew starts its
+sequences again).
 """
 
 import json
@@ -17,9 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from nats.js import api
-from nats.js.errors import KeyNotFoundError
-
-LATEST = "latest"
+from nats.js.errors import KeyNotFoundError, NotFoundError
 
 
 @dataclass(frozen=True)
@@ -38,11 +38,14 @@ class BatchLog:
 
     def __init__(self, stream: str, retention: float, replicas: int) -> None:
         self.bucket = f"{stream}_WEBHOOK_BATCHES"
+        self._stream = f"KV_{self.bucket}"  # the bucket's own stream
         self._retention = retention
         self._replicas = replicas
         self._kv: Any = None
+        self._js: Any = None
 
     async def open(self, js: Any) -> None:
+        self._js = js
         try:
             self._kv = await js.key_value(self.bucket)
         except Exception:  # not there yet: made here (another replica racing makes the same)
@@ -60,20 +63,31 @@ class BatchLog:
         return await self._get(f"b.{seq}", epoch)
 
     async def latest(self, epoch: str) -> Batch | None:
-        return await self._get(LATEST, epoch)
+        """The highest recorded batch: the bucket's last entry."""
+        state = (await self._js.stream_info(self._stream)).state
+        if not state.messages:
+            return None
+        try:
+            message = await self._js.get_msg(self._stream, state.last_seq)
+        except NotFoundError:  # expired meanwhile: nothing recorded within the retention
+            return None
+        return _batch(message.data, epoch)
 
     async def record(self, batch: Batch) -> None:
-        """Before the batch's first POST: its own key, then ``latest`` (batches are recorded in order)."""
+        """Before the batch's first POST (batches are recorded in order)."""
         value = json.dumps({"epoch": batch.epoch, "first": batch.first, "last": batch.last}).encode()
         await self._kv.put(f"b.{batch.first}", value)
-        await self._kv.put(LATEST, value)
 
     async def _get(self, key: str, epoch: str) -> Batch | None:
         try:
             entry = await self._kv.get(key)
         except KeyNotFoundError:
             return None
-        record = json.loads(entry.value or b"{}")
-        if record.get("epoch") != epoch:  # a range of an earlier life of the stream
-            return None
-        return Batch(epoch, int(record["first"]), int(record["last"]))
+        return _batch(entry.value, epoch)
+
+
+def _batch(value: bytes | None, epoch: str) -> Batch | None:
+    record = json.loads(value or b"{}")
+    if record.get("epoch") != epoch:  # a range of an earlier life of the stream
+        return None
+    return Batch(epoch, int(record["first"]), int(record["last"]))
