@@ -25,7 +25,7 @@ from jsonschema import Draft7Validator
 from realtime.close_codes import FINAL, RECONNECT, CloseCode
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT7
-from rooms_service import envelopes
+from rooms_service import envelopes, events
 
 from tests.conftest import make_stack, next_event, ws
 
@@ -78,6 +78,16 @@ def test_every_envelope_type_rooms_send_is_described() -> None:
     assert types <= described
     room_messages = DOC["channels"]["room"]["messages"]
     assert types <= set(room_messages)
+
+
+def test_every_room_event_type_is_described_and_its_examples_validate() -> None:
+    messages = DOC["components"]["messages"]
+    refs = [m["$ref"].rsplit("/", 1)[-1] for m in DOC["channels"]["appRoomEvents"]["messages"].values()]
+    assert {messages[ref]["name"] for ref in refs} == set(events.TYPES)
+    for ref in refs:
+        schema = messages[ref]["payload"]["$ref"].rsplit("/", 1)[-1]
+        for example in messages[ref].get("examples", []):
+            assert_valid(schema, example["payload"])
 
 
 def test_every_close_code_in_use_is_described_with_the_same_reconnect_split() -> None:

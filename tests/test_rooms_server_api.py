@@ -1,6 +1,7 @@
 """The server API through the real gateway with two rooms replicas and a real nats-server: rooms and
 presence counted across replicas, a user disconnected everywhere (the Python client ends with its
-error), a room's history removed (a resume gets ``recovered: false``), a broadcast stored once."""
+error; a ``disconnected`` room event recorded before its ``left``), a room's history removed (a resume
+gets ``recovered: false``), a broadcast stored once."""
 
 import asyncio
 import json
@@ -10,6 +11,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import httpx
 import jwt
+import nats
 import pytest
 import realtime_client
 from devstack.stack import Stack
@@ -114,6 +116,56 @@ async def test_disconnect_closes_the_user_on_every_replica_and_ends_the_python_c
     assert custom.json()["closed"] == 0
     bad = await api.post("/api/users/zed/disconnect", json={"code": 1000}, headers=AUTH)
     assert bad.status_code == 422
+
+
+async def room_events(stack: Stack, room: str, count: int, deadline: float) -> list[dict]:
+    """The room's events on the ``ROOM_EVENTS`` stream, in order (an ephemeral consumer), up to ``count``."""
+    nc = await nats.connect(stack.bus_url)
+    try:
+        sub = await nc.jetstream().pull_subscribe(f"rooms.events.{room}", stream="ROOM_EVENTS")
+        events: list[dict] = []
+        while len(events) < count and time.monotonic() < deadline:
+            try:
+                batch = await sub.fetch(count - len(events), timeout=0.5)
+            except TimeoutError:
+                continue
+            for message in batch:
+                events.append(json.loads(message.data))
+                await message.ack()
+        return events
+    finally:
+        await nc.close()
+
+
+async def test_a_disconnect_records_a_disconnected_event_before_the_members_left(
+    api_stack: Stack, api: httpx.AsyncClient
+) -> None:
+    room = "sa-cut-events"
+    async with (
+        await ws(on(api_stack, "rooms-1", room, token=token("kim", "Kim"))) as kim,
+        await ws(on(api_stack, "rooms-2", room, token=token("lee"))) as lee,
+    ):
+        member = (await next_event(kim, "welcome"))["you"]
+        await next_event(lee, "welcome")
+        asked = {"code": 4099, "reason": "banned"}
+        answer = await api.post("/api/users/kim/disconnect", json=asked, headers=AUTH)
+        assert answer.json()["closed"] == 1
+        assert await closed_with(kim) == (4099, "banned")
+        # occupied, the two joined, kim's disconnected, kim's left (lee stays: no vacated yet)
+        events = await room_events(api_stack, room, 5, time.monotonic() + 10)
+    kims = [e for e in events if e.get("member") == member]
+    assert [e["type"] for e in kims] == ["joined", "disconnected", "left"], events
+    joined, disconnected, _ = kims
+    assert {k: disconnected[k] for k in ("room", "user", "name", "code", "reason")} == {
+        "room": room,
+        "user": "kim",
+        "name": "Kim",
+        "code": 4099,
+        "reason": "banned",
+    }
+    assert disconnected["replica"] == joined["replica"]
+    assert {"id", "ts"} <= disconnected.keys()
+    assert not any(e["type"] == "disconnected" and e.get("user") == "lee" for e in events)
 
 
 async def test_removing_a_rooms_history_makes_a_resume_unrecovered(

@@ -9,7 +9,10 @@ epoch) and ``room``, and:
 - ``occupied`` / ``vacated``: the room's first member arrived / its last member left, across all
   replicas, with ``period`` (1, 2, ...): exactly one of each per occupancy period;
 - ``message``: a message was stored: ``seq``, ``text``, ``sender`` (``member`` or ``api``),
-  ``member``, ``message_id`` (the sender's id, when it gave one), ``user`` / ``name`` when known.
+  ``member``, ``message_id`` (the sender's id, when it gave one), ``user`` / ``name`` when known;
+- ``disconnected``: the server API disconnected a member (``POST /api/users/{user}/disconnect``):
+  ``member``, ``user``, ``name`` when known, ``replica``, ``code`` and ``reason``; recorded before the
+  ``left`` that follows.
 
 Who is in a room across replicas is kept in JetStream too, so a crash loses nothing: each member is one
 message on ``<prefix>.members.<replica>.<room>.<member>`` (stream ``<events stream>_MEMBERS``, purged at
@@ -43,7 +46,8 @@ from rooms_service.settings import RoomsSettings
 logger = logging.getLogger(__name__)
 
 JOINED, LEFT, OCCUPIED, VACATED, MESSAGE = "joined", "left", "occupied", "vacated", "message"
-TYPES = (JOINED, LEFT, OCCUPIED, VACATED, MESSAGE)
+DISCONNECTED = "disconnected"
+TYPES = (JOINED, LEFT, OCCUPIED, VACATED, MESSAGE, DISCONNECTED)
 REAPS_PER_INTERVAL = 2  # dead replicas are looked for this often per presence interval
 
 Job = Callable[[], Awaitable[None]]
@@ -111,6 +115,15 @@ class Recorder:
             self._queue.put_nowait(
                 lambda: self._left(member.room_id, member.id, member.user, member.name, self._me)
             )
+
+    def disconnected(self, member: Membership, code: int, reason: str | None) -> None:
+        if self.enabled:
+            room = member.room_id
+            event = _event(
+                DISCONNECTED, room, f"{room}.disconnected.{member.id}", member=member.id,
+                user=member.user, name=member.name, replica=self.origin, code=code, reason=reason or None,
+            )  # fmt: skip
+            self._queue.put_nowait(lambda: self._record(event))
 
     def message(
         self,

@@ -6,7 +6,8 @@ gateway, in the OpenAPI at ``/docs``:
   by room id: ``cursor`` = the last page's ``next``);
 - ``GET /api/rooms/{room_id}/presence``: its members across every replica (member id, user, name);
 - ``POST /api/users/{user}/disconnect``: every connection of that user (token or join hook ``user``) on
-  every replica is closed with 4010 ``disconnected by the server`` (final: clients do not come back);
+  every replica is closed with 4010 ``disconnected by the server`` (final: clients do not come back),
+  and a ``disconnected`` room event is recorded for each of its memberships (events.py);
 - ``DELETE /api/rooms/{room_id}/messages``: the room's stored history removed (a member resuming from
   before then gets ``recovered: false``);
 - ``POST /api/broadcast``: one message stored in (and delivered to) up to 100 rooms, each with its seq;
@@ -48,7 +49,10 @@ def handlers(rooms: Rooms) -> dict[str, Handler]:
 
     async def disconnect(args: dict[str, Any]) -> int:
         user, code, reason = str(args["user"]), int(args["code"]), str(args["reason"])
-        writers = {id(m.writer): m.writer for m in rooms.local_members() if m.user == user}
+        members = [m for m in rooms.local_members() if m.user == user]
+        for member in members:  # recorded before the ``left`` the close brings (events.py)
+            rooms.events.disconnected(member, code, reason)
+        writers = {id(m.writer): m.writer for m in members}
         for writer in writers.values():  # a connection with several memberships is closed once
             writer.close(code, reason, abort_after=5.0)
         return len(writers)

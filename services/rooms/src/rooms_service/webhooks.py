@@ -10,10 +10,10 @@ types are passed over), POSTed as ``{"events": [...]}`` with the Standard Webhoo
 (``signing.py``, keyed by ``EVENTS_WEBHOOK_SECRET``). A 2xx acknowledges the batch (its last message,
 acknowledging all before it); anything else, a timeout or a refused connection is retried with
 exponential backoff capped at ``EVENTS_WEBHOOK_RETRY_LIMIT``, for as long as the events are kept, with the
-same ``webhook-id``: the id names the batch's range in the stream (``<epoch>-<first seq>-<last seq>``),
-and that range is written to the ``<events stream>_WEBHOOK_BATCH`` bucket before the first attempt,
-so a replica taking over a batch a dead one was sending sends the very same batch. An app that drops
-a ``webhook-id`` it has already handled therefore gets every event exactly once.
+same ``webhook-id``: the id names the batch's range in the stream, recorded before the first attempt
+(``webhook_batches.py``), so a batch JetStream redelivers (a replica taking over from a dead one, or
+acks lost when nats-server crashed) is sent again as the very same batch. An app that drops a
+``webhook-id`` it has already handled therefore gets every event exactly once.
 
 The URL and the secret appear in no log line and no metric label (errors are logged by type only).
 """
@@ -27,7 +27,6 @@ from typing import Any
 
 import httpx
 from nats.js import api
-from nats.js.errors import KeyNotFoundError
 from realtime import metrics
 from realtime.backoff import Backoff
 from realtime.lograte import worth_logging
@@ -35,11 +34,11 @@ from realtime.lograte import worth_logging
 from rooms_service.events import TYPES, Recorder
 from rooms_service.settings import RoomsSettings
 from rooms_service.signing import Signer
+from rooms_service.webhook_batches import Batch, BatchLog
 
 logger = logging.getLogger(__name__)
 
 LEASE_KEY = "lease"
-BATCH_KEY = "batch"
 FETCH_WAIT = 1.0  # seconds one fetch waits for events
 
 
@@ -72,8 +71,7 @@ class Webhooks:
         self._timeout = settings.events_webhook_timeout
         self._retry_limit = settings.events_webhook_retry_limit
         self._me = settings.instance_id
-        self._lease_ttl = max(2.0, 2 * settings.presence_interval)
-        self._ack_wait = self._lease_ttl
+        self._lease_ttl = self._ack_wait = max(2.0, 2 * settings.presence_interval)
         self.bucket = f"{recorder.stream}_WEBHOOK"
         self.consumer = f"{recorder.stream}_WEBHOOK"
         self._replicas = settings.room_stream_replicas
@@ -86,9 +84,9 @@ class Webhooks:
         self._pending = metrics.child(metrics.WEBHOOK_PENDING, on, service=service)
         self._failures = 0
         self._kv: Any = None
-        self._batches: Any = None
+        self._log = BatchLog(recorder.stream, settings.events_retention, settings.room_stream_replicas)
         self._revision: int | None = None  # of the lease, while this replica holds it
-        self._done_through: int | None = None  # the last seq this replica acked under its lease
+        self._next: int | None = None  # after a new batch this replica acked: where the next one starts
 
     def __repr__(self) -> str:  # never the URL or the secret
         return f"Webhooks(types={sorted(self._types)}, batch={self._batch})"
@@ -104,7 +102,7 @@ class Webhooks:
                     backoff.reset()
                     await self._lead(client, sub)
                 except Exception as exc:  # NATS away or restarting: set up again
-                    self._revision = self._done_through = None
+                    self._revision = self._next = None
                     self._failures += 1
                     if worth_logging(self._failures):
                         logger.info("webhooks: waiting for NATS (%s)", type(exc).__name__)
@@ -116,7 +114,7 @@ class Webhooks:
     async def _setup(self) -> Any:
         js = self._js()
         self._kv = await self._bucket(self.bucket, self._lease_ttl)  # the lease: gone if not kept
-        self._batches = await self._bucket(f"{self.bucket}_BATCH", 0)  # the batch being sent: kept
+        await self._log.open(js)  # the ranges of the batches sent: kept as long as the events
         config = api.ConsumerConfig(
             durable_name=self.consumer,
             ack_policy=api.AckPolicy.ALL,
@@ -145,6 +143,7 @@ class Webhooks:
         try:
             if self._revision is None:
                 self._revision = await self._kv.create(LEASE_KEY, self._me.encode())
+                self._next = None  # another replica may have delivered meanwhile
                 logger.info("webhooks: this replica delivers now")
             else:
                 self._revision = await self._kv.update(LEASE_KEY, self._me.encode(), last=self._revision)
@@ -152,7 +151,7 @@ class Webhooks:
         except Exception:
             if self._revision is not None:
                 logger.info("webhooks: another replica delivers now")
-            self._revision = self._done_through = None
+            self._revision = self._next = None
             return False
 
     async def _lead(self, client: httpx.AsyncClient, sub: Any) -> None:
@@ -173,60 +172,71 @@ class Webhooks:
 
     # --- one batch ------------------------------------------------------------------------------
     async def _deliver(self, client: httpx.AsyncClient, sub: Any, messages: list[Any]) -> None:
-        keepalive = asyncio.create_task(self._keep(messages), name="webhook batch keepalive")
+        held = [messages]  # what the keepalive keeps
+        keepalive = asyncio.create_task(self._keep(held), name="webhook batch keepalive")
         try:
-            messages, webhook_id = await self._frame(sub, messages)
+            messages, batch, fresh = await self._frame(sub, messages)
+            held[0] = messages
             self._pending.set(messages[-1].metadata.num_pending)
             events = [json.loads(m.data) for m in messages]
             events = [e for e in events if e.get("type") in self._types]
             if events:
                 body = json.dumps({"events": events}, separators=(",", ":"), ensure_ascii=False).encode()
-                await self._post(client, body, webhook_id, events[0].get("ts", time.time()))
+                await self._post(client, body, batch.webhook_id, events[0].get("ts", time.time()))
             await messages[-1].ack_sync()  # AckPolicy.ALL: the whole batch
-            self._done_through = messages[-1].metadata.sequence.stream
+            self._next = batch.last + 1 if fresh else None  # after a rebuilt one: more may follow
             self._delivered.inc(len(events))
         finally:
             keepalive.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await keepalive
 
-    async def _frame(self, sub: Any, messages: list[Any]) -> tuple[list[Any], str]:
-        """The batch's range: the one recorded for it, if a replica was sending it before, or this
-        fetch's, recorded now. Returns the messages of the range and its ``webhook-id``."""
-        first = messages[0].metadata.sequence.stream
-        recorded: dict[str, Any] = {}
-        if self._done_through is None or first <= self._done_through:  # else: the next of this lease's
-            with contextlib.suppress(KeyNotFoundError):
-                recorded = json.loads((await self._batches.get(BATCH_KEY)).value or b"{}")
-        if recorded.get("first") == first and recorded.get("epoch") == self._recorder.epoch:
-            last = int(recorded["last"])
-            while messages[-1].metadata.sequence.stream < last:  # redelivered in parts: the rest
-                with contextlib.suppress(TimeoutError):
-                    messages += await sub.fetch(self._batch, timeout=FETCH_WAIT)
-            beyond = [m for m in messages if m.metadata.sequence.stream > last]
-            messages = [m for m in messages if m.metadata.sequence.stream <= last]
-            for message in beyond:  # for the next batch, at once
-                await message.nak()
-        else:
-            if recorded.get("epoch") == self._recorder.epoch and first > int(recorded.get("last", 0)):
+    async def _frame(self, sub: Any, messages: list[Any]) -> tuple[list[Any], Batch, bool]:
+        """The batch these messages start: the recorded one if a batch was sent from there before (a
+        redelivery: same range, same ``webhook-id``), else a new one (True), recorded before its first POST.
+        Only where this replica's last new batch ended is a batch new for sure; elsewhere, look."""
+        messages = sorted({_seq(m): m for m in messages}.values(), key=_seq)  # in order, each once
+        epoch, first = self._recorder.epoch, _seq(messages[0])
+        expected, self._next = self._next, None
+        if first != expected:
+            recorded = await self._log.starting_at(epoch, first)
+            if recorded is not None:
+                return await self._rebuild(sub, messages, recorded), recorded, False
+            latest = await self._log.latest(epoch)
+            if latest is not None and first <= latest.last:  # inside a range whose start has expired
+                messages = await self._cut(messages)
+            elif latest is not None:
                 info = await self._js().consumer_info(self._recorder.stream, self.consumer)
-                if info.ack_floor.stream_seq < int(recorded["last"]):
+                if info.ack_floor.stream_seq < latest.last:
                     # the batch another replica was sending is still pending: it goes first, once it
                     # is redelivered (its ack wait runs out); these come back after it
-                    for message in messages:
-                        await message.nak()
+                    await _nak(messages)
                     raise NotYet("the previous batch is not redelivered yet")
-            last = messages[-1].metadata.sequence.stream
-            record = {"epoch": self._recorder.epoch, "first": first, "last": last}
-            await self._batches.put(BATCH_KEY, json.dumps(record).encode())
-        return messages, f"{self._recorder.epoch}-{first}-{last}"
+        batch = Batch(epoch, first, _seq(messages[-1]))
+        await self._log.record(batch)
+        return messages, batch, True
 
-    async def _keep(self, messages: list[Any]) -> None:
+    async def _rebuild(self, sub: Any, messages: list[Any], batch: Batch) -> list[Any]:
+        while _seq(messages[-1]) < batch.last:  # redelivered in parts: the rest
+            with contextlib.suppress(TimeoutError):
+                messages += await sub.fetch(self._batch, timeout=FETCH_WAIT)
+        await _nak([m for m in messages if _seq(m) > batch.last])  # for the next batch, at once
+        return [m for m in messages if _seq(m) <= batch.last]
+
+    async def _cut(self, messages: list[Any]) -> list[Any]:
+        """The messages before the first one that starts a recorded batch (the rest are nak'ed)."""
+        for i, message in enumerate(messages[1:], start=1):
+            if await self._log.starting_at(self._recorder.epoch, _seq(message)) is not None:
+                await _nak(messages[i:])
+                return messages[:i]
+        return messages
+
+    async def _keep(self, held: list[list[Any]]) -> None:
         """While a batch is being delivered: its messages stay this replica's, and so does the lease."""
         while True:
             await asyncio.sleep(self._ack_wait / 3)
             await self._hold_lease()
-            for message in list(messages):
+            for message in [m for messages in held for m in messages]:
                 with contextlib.suppress(Exception):
                     await message.in_progress()
 
@@ -252,3 +262,12 @@ class Webhooks:
             await asyncio.sleep(backoff.next())
             if self._revision is None:  # another replica took over (this one was cut off): it sends
                 raise LeaseLost("webhook lease lost")
+
+
+def _seq(message: Any) -> int:
+    return int(message.metadata.sequence.stream)
+
+
+async def _nak(messages: list[Any]) -> None:
+    for message in messages:
+        await message.nak()
