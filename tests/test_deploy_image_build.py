@@ -166,7 +166,7 @@ def test_build_stage_installs_only_its_member_and_the_image_command_serves(
         try:
             code = server.wait(PROCESS_DEADLINE)
         except subprocess.TimeoutExpired:
-            server.kill()
+            os.killpg(server.pid, signal.SIGKILL)  # its session: the gateway's worker processes too
             server.wait(DEADLINE)
             raise
         finally:
