@@ -21,17 +21,19 @@ DEADLINE = 10.0  # seconds any single expected event may take before the test fa
 # workers (pytest-xdist, --dist loadfile: a module and its stack stay on one worker); a worker takes the next
 # module in collection order when it is free, so starting with the longest keeps the two finishing together.
 LONGEST_FIRST = (
-    "test_gateway_system.py",
     "test_nats_cluster_faults.py",
-    "test_readme_commands.py",
     "test_room_webhooks.py",
+    "test_gateway_system.py",
+    "test_rooms_delivery.py",
+    "test_readme_commands.py",
+    "test_web_browser.py",
     "test_rooms_system.py",
     "test_launcher.py",
-    "test_rooms_delivery.py",
     "test_deploy_image_build.py",
+    "test_operator_ports.py",
     "test_supervision.py",
     "test_stats_system.py",
-    "test_web_browser.py",
+    "test_room_events.py",
     "test_metrics.py",
     "test_nats_cluster.py",
 )
