@@ -10,6 +10,8 @@ skipped are reported in the result). Presence and the password throttle keep wor
 (tests/support/presence_throttle.py): a member on each replica counts exactly who is there and hears
 joins and leaves on the other replica, while a node is down or hung and after; wrong passwords are
 throttled across both replicas then too, and the right password gets in again once the window passed.
+The room events stream passes them too: every acknowledged message has its ``message`` event in
+``ROOM_EVENTS``, once (tests/support/cluster_events.py).
 The faults are signals to node processes (tests/support/cluster.py).
 One stack serves the whole module (about two and a half minutes in all), each fault in its own rooms.
 """
@@ -33,6 +35,7 @@ from tests.support.cluster import (
     lose_two_nodes,
     wait_current,
 )
+from tests.support.cluster_events import assert_events_once, assert_events_recorded_once
 from tests.support.presence_throttle import (
     FAILURE_WINDOW,
     Watchers,
@@ -90,6 +93,7 @@ async def test_one_node_at_a_time_loses_nothing_and_pauses_acks_at_most_10_s(
     print(fault, "presence and throttle:", seen)
     result["pulse"] = {"ticks": len(pulse.ticks), "skipped": pulse.skipped}  # reported, not hidden
     assert_every_member_got_every_ack_once(result)
+    await assert_events_recorded_once(cluster, room, result)
     assert result["ack_gap_s"] <= ACK_PAUSE_LIMIT, result
     report = getattr(action, "report", {})
     if "node" in report:  # a hung node: the replica on it moved to another node within 10 s
@@ -126,6 +130,7 @@ async def test_two_nodes_lost_refuses_sends_then_flows_again_when_one_returns(cl
         await presence_and_throttle_after(cluster, "nats-two-nodes-lost", watchers, seen)
     print("nats-two-nodes-lost presence and throttle:", seen)
     assert_every_member_got_every_ack_once(result)
+    await assert_events_recorded_once(cluster, room, result)
     assert all(1013 in closes for closes in result["sender_closes"]), result  # refused, then resent
     assert outcome["status"] == 503, outcome
     assert outcome["seconds"] <= STORE_TIMEOUT + 3, outcome
@@ -145,5 +150,6 @@ def test_a_node_cut_off_for_20_s_then_healed() -> None:
     assert result["verdict_lost"] == [0] * LISTENERS, result
     assert result["verdict_duplicated"] == [0] * LISTENERS, result
     assert result["verdict_not_recovered"] == 0, result
+    assert_events_once(result)
     assert result["ack_gap_s"] <= ACK_PAUSE_LIMIT, result
     assert result["report"].get("moved_s", 99) <= ACK_PAUSE_LIMIT, result

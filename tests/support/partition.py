@@ -32,6 +32,7 @@ from tests.support.cluster import (
     move_leader,
     wait_current,
 )
+from tests.support.cluster_events import events_of
 from tests.support.presence_throttle import (
     FAILURE_WINDOW,
     Watchers,
@@ -131,6 +132,7 @@ async def traffic_and_checks(stack: Stack, fault: Callable[[], Awaitable[None]])
             stack, "partition", with_checks_during(stack, FAULT, fault, watchers, seen)
         )
         await presence_and_throttle_after(stack, FAULT, watchers, seen)
+    result["events"] = await events_of(stack, "partition", result)
     return result | {"presence_and_throttle": seen}
 
 

@@ -286,4 +286,5 @@ async def run_traffic(
         "sender_closes": [s.closes for s in sending],
         "resent": sum(s.resent for s in sending),
         "ack_gap_s": longest_ack_gap(sending),
+        "acked_seqs": sorted({seq for s in sending for seq in s.acked.values()}),
     }
