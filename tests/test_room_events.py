@@ -53,15 +53,18 @@ async def test_events_on_jetstream_occupied_once_with_members_on_both_replicas()
     room = f"ev-{secrets.token_hex(3)}"
     with make_stack("rooms=2", PRESENCE_INTERVAL=str(INTERVAL)) as stack:
         members, events = [], []
-        for _period in range(2):
+        for period in range(2):
             async with (
                 await ws(replica_url(stack, "rooms-1", room)) as one,
                 await ws(replica_url(stack, "rooms-2", room)) as two,
             ):
                 ids = [(await until(one, "welcome"))["you"], (await until(two, "welcome"))["you"]]
                 members.append(ids)
-                await one.send(json.dumps({"text": "hello", "id": "m1"}))
-                await until(one, "ack")
+                message = json.dumps({"text": "hello", "id": f"m{period}"})
+                await one.send(message)
+                acked = await until(one, "ack")
+                await two.send(message)  # a resend (its first ack lost, say): stored once, its event once
+                assert (await until(two, "ack"))["seq"] == acked["seq"]
             # the period's 7 events: occupied, 2 joined, the message, 2 left, vacated
             events += await read_events(stack.bus_url, room, "app-1", 7, time.monotonic() + 15)
     kinds = [e["type"] for e in events]
@@ -81,7 +84,8 @@ async def test_events_on_jetstream_occupied_once_with_members_on_both_replicas()
     assert joined == {m for ids in members for m in ids}
     assert len({e["id"] for e in events}) == len(events)
     message = next(e for e in events if e["type"] == "message")
-    assert message["text"] == "hello" and message["message_id"] == "m1" and message["sender"] == "member"
+    assert message["text"] == "hello" and message["message_id"] == "m0" and message["sender"] == "member"
+    assert kinds.count("message") == 2  # one a period, the resend's event kept once
     assert all({"id", "type", "ts", "room"} <= e.keys() and e["room"] == room for e in events)
 
 

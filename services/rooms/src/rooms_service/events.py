@@ -83,7 +83,9 @@ class Recorder:
             subjects=f"{self._events}.*",
             max_per_subject=-1,
             max_age=settings.events_retention,
-            duplicate_window=120.0,
+            # At least the messages' own window: a resend inside it records its message's event again
+            # (the first try's may never have been recorded), and this keeps that event once.
+            duplicate_window=max(120.0, settings.room_dedup_window),
             replicas=settings.room_stream_replicas,
         )
         self.members_spec = StreamSpec(

@@ -235,9 +235,10 @@ class Rooms:
         room = self._rooms.get(room_id)
         subject = room.stored_subject if room is not None else self._history.subject(room_id)
         stored = await self._history.store(subject, payload, key)
-        if not stored.duplicate:
-            who = (member.user, member.name)
-            self.events.message(room_id, self.epoch or "", stored.seq, text, member.id, msg_id, *who)
+        # Also for a duplicate: the first try may have been stored with its ack lost (a hung NATS node),
+        # so its event never recorded. The event's id is the stored seq's: the events stream keeps it once.
+        who = (member.user, member.name)
+        self.events.message(room_id, self.epoch or "", stored.seq, text, member.id, msg_id, *who)
         return stored
 
     async def publish(
@@ -248,8 +249,7 @@ class Rooms:
         key = f"{room_id}/api/{msg_id}" if msg_id is not None else f"{room_id}/api/~{secrets.token_hex(12)}"
         payload = envelopes.message(room_id, API_SENDER, text, self.origin, msg_id, name=name)
         stored = await self._history.store(self._history.subject(room_id), payload, key)
-        if not stored.duplicate:
-            self.events.message(room_id, self.epoch or "", stored.seq, text, API_SENDER, msg_id, None, name)
+        self.events.message(room_id, self.epoch or "", stored.seq, text, API_SENDER, msg_id, None, name)
         return stored
 
     async def history(self, room_id: str, after: int, limit: int) -> tuple[int, list[Stored]]:
