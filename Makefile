@@ -61,13 +61,14 @@ lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
+# Tests run on TEST_WORKERS pytest-xdist workers (0: in pytest's own process), a test module and its servers
+# on one worker; most of their time is spent waiting on the processes they start, so two nearly halve it on
+# two cores.
+TEST_WORKERS ?= 2
+
 # Each member's tests run alone, with that member's own pytest settings.
 unit: install
-	@set -e; for m in $(MEMBERS); do echo "== $$m"; $(VENV)/bin/pytest $$m; done
-
-# The whole-system modules run on SYSTEM_WORKERS pytest-xdist workers (0: in this process), a module and its
-# stack on one worker; most of their time is spent waiting on processes, so two halve the run on two cores.
-SYSTEM_WORKERS ?= 2
+	@set -e; for m in $(MEMBERS); do echo "== $$m"; $(VENV)/bin/pytest $$m -n $(TEST_WORKERS) --dist loadfile; done
 
 # The browser test needs chromium: as root make installs it (announced); otherwise, or with SKIP_BROWSER=1,
 # the browser test is skipped with a message and everything else runs.
@@ -78,7 +79,7 @@ system: install test-tools
 	  if [ "$$(id -u)" = 0 ]; then $(SUBMAKE) browser || exit 1; \
 	  else skip=1; echo "== SKIPPING the browser test: no $(CHROMIUM), and not root (sudo make browser installs it)"; fi; \
 	fi; \
-	SKIP_BROWSER=$$skip $(VENV)/bin/pytest tests -n $(SYSTEM_WORKERS) --dist loadfile
+	SKIP_BROWSER=$$skip $(VENV)/bin/pytest tests -n $(TEST_WORKERS) --dist loadfile
 
 # The AsyncAPI document (docs/asyncapi.yaml), validated by @asyncapi/parser (the library the official CLI
 # validates with, about 55 MB) pinned in tools/asyncapi: `npm ci` from its lock, reinstalled only when the

@@ -1,13 +1,14 @@
 """Many rooms on one connection: ``BENCH_MUX_MEMBERS`` (1 000) members, each in ``BENCH_MUX_ROOMS`` (10)
 rooms, over one ``/ws`` connection each, against the same members with one ``/ws/{room}`` connection
-per room (10 each), in the same run, each on a fresh stack (2 rooms replicas, the gateway as one process,
-NATS). One sender per room. Reported: saturated deliveries/s, paced p50/p99 at ``BENCH_MUX_OFFERED``
+per room (10 each), in the same run, each on a fresh stack (2 rooms replicas, the gateway as one process or
+``BENCH_MUX_GATEWAY_WORKERS``, NATS). One sender per room. Reported: saturated deliveries/s, paced p50/p99 at ``BENCH_MUX_OFFERED``
 deliveries/s, and the memory per member at the gateway and at the replicas (resident memory after every
 member has its welcomes, minus before they connected, over the members).
 
     .venv/bin/python -m bench rooms          # this row is printed after the one-room table
     .venv/bin/python -m bench.rooms_mux      # this row alone
     BENCH_MUX_MEMBERS=200 .venv/bin/python -m bench.rooms_mux
+    BENCH_MUX_GATEWAY_WORKERS=2 .venv/bin/python -m bench.rooms_mux   # 10 000 sockets: two gateway processes
 
 Targets (issue 20): memory per member at least 5x lower than 10 sockets; deliveries/s at least 0.9x;
 paced p99 no worse than 1.1x. Every member is a JSON member (``/ws`` speaks JSON only), so presence
@@ -32,6 +33,9 @@ WINDOW = int(os.environ.get("BENCH_MUX_WINDOW", "16"))
 # reaches every member), so connecting grows with members squared.
 CONNECT_DEADLINE = float(os.environ.get("BENCH_MUX_CONNECT_DEADLINE", "120"))
 LOAD_DEADLINE = 600.0  # seconds for one load generator run, connecting included
+# Gateway processes in both modes. One holds at most (open-file limit - 288) / 2 connections: with a limit of
+# 20 000 files that is 9 856, fewer than 1 000 members x 10 sockets; BENCH_MUX_GATEWAY_WORKERS=2 fits them.
+GATEWAY_WORKERS = os.environ.get("BENCH_MUX_GATEWAY_WORKERS", "1")
 MODES = {"mux": "one /ws connection per member", "sockets": f"{ROOMS} /ws/{{room}} connections per member"}
 
 
@@ -64,7 +68,7 @@ def memory(stack: Stack) -> dict[str, int]:
 
 def run_mode(mode: str) -> dict:
     env = {"LOG_LEVEL": "warning", "ACCESS_LOG": "false", "MESSAGE_RATE": "100000", "MESSAGE_BURST": "100000"}
-    env |= {"GATEWAY_WORKERS": "1", "MAX_CONNECTIONS_PER_ADDRESS": str(MEMBERS * ROOMS + 100)}
+    env |= {"GATEWAY_WORKERS": GATEWAY_WORKERS, "MAX_CONNECTIONS_PER_ADDRESS": str(MEMBERS * ROOMS + 100)}
     with Stack(StackConfig.for_tests("rooms=2", **env)) as stack:
         before = memory(stack)
         argv = [sys.executable, "-m", "bench.rooms_mux_load", stack.gateway_url, "--mode", mode]
@@ -104,7 +108,8 @@ def print_table(results: dict[str, dict]) -> None:
     print(
         f"\n{MEMBERS:,} members, each in {ROOMS} rooms, one sender per room, 100-byte messages; paced "
         f"{PACED_SECONDS:g} s at {OFFERED:,.0f} deliveries/s, saturated {SECONDS:g} s (window {WINDOW}); "
-        "2 rooms replicas, the gateway as one process, NATS; a shared 2-core machine (ratios matter).\n"
+        f"2 rooms replicas, the gateway in {GATEWAY_WORKERS} process(es), NATS; a shared 2-core machine "
+        "(ratios matter).\n"
     )
     print(
         "| members connect with | sockets | saturated deliveries/s | paced p50 / p99 ms "
