@@ -1,9 +1,10 @@
 """Many rooms on one connection: ``BENCH_MUX_MEMBERS`` (1 000) members, each in ``BENCH_MUX_ROOMS`` (10)
 rooms, over one ``/ws`` connection each, against the same members with one ``/ws/{room}`` connection
-per room (10 each), in the same run, each on a fresh stack (2 rooms replicas, the gateway as one process or
-``BENCH_MUX_GATEWAY_WORKERS``, NATS). One sender per room. Reported: saturated deliveries/s, paced p50/p99 at ``BENCH_MUX_OFFERED``
-deliveries/s, and the memory per member at the gateway and at the replicas (resident memory after every
-member has its welcomes, minus before they connected, over the members).
+per room (10 each), in the same run, each on a fresh stack (2 rooms replicas, the gateway as one process
+or ``BENCH_MUX_GATEWAY_WORKERS``, NATS). One sender per room. Reported: saturated deliveries/s, paced
+p50/p99 at ``BENCH_MUX_OFFERED`` deliveries/s, and the memory per member at the gateway and at the
+replicas (resident memory after every member has its welcomes, minus before they connected, over the
+members).
 
     .venv/bin/python -m bench rooms          # this row is printed after the one-room table
     .venv/bin/python -m bench.rooms_mux      # this row alone
