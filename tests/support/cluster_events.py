@@ -2,11 +2,13 @@
 acknowledged message has its ``message`` event in ``ROOM_EVENTS``, once, read as an app reads it (a consumer
 of its own on ``rooms.events.<room>``)."""
 
+import asyncio
 import json
 import time
 
 import nats
 from devstack.stack import Stack
+from nats.js.errors import ServiceUnavailableError
 from realtime.bus.nats import server_urls
 
 EVENTS_DEADLINE = 20.0  # seconds for the events of what was acknowledged to be in the stream
@@ -19,18 +21,28 @@ async def message_event_seqs(stack: Stack, room: str, acked: list[int]) -> tuple
     stream's replicas."""
     nc = await nats.connect(servers=server_urls(stack.bus_url), connect_timeout=2)
     durable = f"check-{room}"
+    deadline = time.monotonic() + EVENTS_DEADLINE
     try:
         js = nc.jetstream()
-        replicas = (await js.stream_info(STREAM)).config.num_replicas or 1
-        sub = await js.pull_subscribe(SUBJECT.format(room=room), durable=durable, stream=STREAM)
+        while True:  # just healed, a node may answer 503 "JetStream temporarily unavailable": again
+            try:
+                replicas = (await js.stream_info(STREAM)).config.num_replicas or 1
+                sub = await js.pull_subscribe(SUBJECT.format(room=room), durable=durable, stream=STREAM)
+                break
+            except (ServiceUnavailableError, TimeoutError):
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.5)
         seqs: list[int] = []
-        deadline = time.monotonic() + EVENTS_DEADLINE
         while time.monotonic() < deadline:
             try:
                 batch = await sub.fetch(200, timeout=1.0)
             except TimeoutError:  # nothing more for now: done once every acknowledged seq is there
                 if set(acked) <= set(seqs):
                     break
+                continue
+            except ServiceUnavailableError:
+                await asyncio.sleep(0.5)
                 continue
             for msg in batch:
                 event = json.loads(msg.data)
