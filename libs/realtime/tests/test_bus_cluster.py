@@ -144,3 +144,34 @@ async def test_a_hung_server_is_left_within_10_s_and_the_store_retried_there_is_
         assert [m.payload for m in stored] == [b"before", b"during"]
     finally:
         await bus.disconnect()
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+async def test_reads_right_after_the_old_leader_wakes_up_miss_nothing_acknowledged(cluster: Cluster) -> None:
+    """The stream's leader hangs (SIGSTOP), another is elected and acknowledges stores, then the old one
+    wakes up: for a moment it still answers reads from its stale store. A read then (a joining member's
+    backlog) reaches every acknowledged message, as long as it answers at all. Twice, the leader each time."""
+    bus = create_bus(cluster.url, name="test", connect_timeout=1.0, reconnect_wait=0.1)
+    await bus.connect()
+    try:
+        async with asyncio.timeout(DEADLINE):
+            while not bus.ready:
+                await asyncio.sleep(0.05)
+        await retried(lambda: bus.ensure_stream(SPEC), "stream on the cluster")
+        newest = 0
+        for round_ in range(2):
+            info = await retried(lambda: bus.jetstream().stream_info("C"), "stream info")
+            process = cluster.processes[int(info.cluster.leader.removeprefix("n"))]
+            assert process is not None
+            process.send_signal(signal.SIGSTOP)
+            try:
+                for i in range(50):
+                    ack = await retried(lambda i=i: bus.store("C", "c.msg.w", b"m", f"w/{round_}/{i}"), "store")
+                    newest = ack.seq
+            finally:
+                process.send_signal(signal.SIGCONT)
+            reads = [retried(lambda: bus.stored_after("C", "c.msg.w", 0, 1000), "read") for _ in range(20)]
+            for stored in await asyncio.gather(*reads):
+                assert [m.seq for m in stored] == list(range(1, newest + 1))
+    finally:
+        await bus.disconnect()

@@ -74,16 +74,27 @@ class NatsStreams:
         await self._js().purge_stream(stream, subject=subject)
 
     async def stored_at(self, stream: str, seq: int) -> Stored | None:
+        js = self._js()
         try:
-            msg = await self._js().get_msg(stream, seq=seq, direct=True)
+            msg = await js.get_msg(stream, seq=seq, direct=True)
         except NotFoundError:
-            return None
+            # Any replica answers a direct read, and one back from a hang may not hold it yet: the leader's
+            # store decides (only on this rare path, so the usual read stays off the leader).
+            try:
+                msg = await js.get_msg(stream, seq=seq)
+            except NotFoundError:
+                return None
         return Stored(int(msg.seq or seq), msg.subject or "", msg.data or b"")
 
     async def stored_after(self, stream: str, subject: str, after: int, limit: int) -> list[Stored]:
-        if limit < 1 or await self.last_stored(stream, subject) <= after:
-            return []  # nothing to read (a fetch from an empty range waits out its timeout)
+        if limit < 1:
+            return []
         js = self._js()
+        # The leader's newest seq, not a replica's: the read's consumer may sit on a replica still catching
+        # up (a node back from a hang), so it reads until this seq rather than until its replica runs out.
+        newest = await self._newest_on_leader(js, stream, subject)
+        if newest <= after:
+            return []  # nothing to read (a fetch from an empty range waits out its timeout)
         name = f"read-{secrets.token_hex(8)}"  # named here, so it can be deleted by name afterwards
         config = api.ConsumerConfig(
             name=name,
@@ -100,7 +111,7 @@ class NatsStreams:
         sub: JetStreamContext.PullSubscription | None = None
         try:
             sub = await js.pull_subscribe_bind(consumer=name, stream=stream)
-            while len(found) < limit:
+            while len(found) < limit and (not found or found[-1].seq < newest):
                 try:
                     batch = await sub.fetch(min(limit - len(found), 1000), timeout=FETCH_TIMEOUT)
                 except TimeoutError:
@@ -108,12 +119,23 @@ class NatsStreams:
                 for msg in batch:
                     meta = msg.metadata
                     found.append(Stored(meta.sequence.stream, msg.subject, msg.data))
-                if not batch or batch[-1].metadata.num_pending == 0:
-                    break
         finally:
             if sub is not None:
                 with contextlib.suppress(Exception):
                     await sub.unsubscribe()
             with contextlib.suppress(Exception):
                 await js.delete_consumer(stream, name)
+        if len(found) < limit and (not found or found[-1].seq < newest):
+            # Its replica did not catch up within the fetch timeout (or the subject was purged meanwhile):
+            # an answer without acknowledged messages would be a silent gap, so the caller retries.
+            reached = found[-1].seq if found else after
+            raise BusUnavailable(f"{stream}: the read reached seq {reached} of {newest}")
         return found[:limit]
+
+    @staticmethod
+    async def _newest_on_leader(js: JetStreamContext, stream: str, subject: str) -> int:
+        try:
+            msg = await js.get_last_msg(stream, subject)  # not direct: the stream leader answers
+        except NotFoundError:
+            return 0
+        return int(msg.seq or 0)
