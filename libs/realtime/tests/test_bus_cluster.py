@@ -166,7 +166,10 @@ async def test_reads_right_after_the_old_leader_wakes_up_miss_nothing_acknowledg
             process.send_signal(signal.SIGSTOP)
             try:
                 for i in range(50):
-                    ack = await retried(lambda i=i: bus.store("C", "c.msg.w", b"m", f"w/{round_}/{i}"), "store")
+                    msg_id = f"w/{round_}/{i}"
+                    ack = await retried(
+                        lambda msg_id=msg_id: bus.store("C", "c.msg.w", b"m", msg_id), "store"
+                    )
                     newest = ack.seq
             finally:
                 process.send_signal(signal.SIGCONT)
