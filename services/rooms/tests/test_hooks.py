@@ -44,9 +44,19 @@ async def test_a_publish_hook_that_cannot_be_reached_stores_nothing_and_says_101
 
 
 @pytest.mark.parametrize("secret", ["not-a-whsec", "whsec_c2hvcnQ="])
-def test_a_malformed_hook_secret_stops_the_start(secret: str) -> None:
-    with pytest.raises(ValueError, match="HOOK_SECRET") as refused:
-        create_app(RoomsSettings(bus_url="memory://", hook_secret=secret))
+@pytest.mark.parametrize(
+    ("setting", "field", "extra"),
+    [
+        ("HOOK_SECRET", "hook_secret", {}),
+        ("EVENTS_WEBHOOK_SECRET", "events_webhook_secret", {"events_webhook_url": "http://127.0.0.1:9/e"}),
+    ],
+)
+def test_a_malformed_secret_stops_the_start_naming_its_setting(
+    secret: str, setting: str, field: str, extra: dict[str, str]
+) -> None:
+    with pytest.raises(ValueError) as refused:
+        create_app(RoomsSettings(bus_url="memory://", **{field: secret}, **extra))
+    assert str(refused.value).startswith(f"{setting} must")
     assert secret not in str(refused.value)
 
 

@@ -44,7 +44,8 @@ def create_app(settings: RoomsSettings | None = None) -> FastAPI:
     guard = PasswordGuard(passwords, throttle, tokens=tokens)  # a malformed hash fails here, at start
     if settings.events_webhook_url:  # unknown event types or a malformed secret fail here, at start
         event_types(settings.events_webhook_types)
-        Signer(settings.events_webhook_secret.get_secret_value() if settings.events_webhook_secret else None)
+        secret = settings.events_webhook_secret
+        Signer(secret.get_secret_value() if secret else None, "EVENTS_WEBHOOK_SECRET")
     hooks = Hooks(settings)  # a malformed HOOK_SECRET fails here, at start
 
     @contextlib.asynccontextmanager

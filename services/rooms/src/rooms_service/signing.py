@@ -35,23 +35,24 @@ def new_message_id() -> str:
     return "msg_" + secrets.token_urlsafe(18)
 
 
-def _key(secret: str) -> bytes:
+def _key(secret: str, setting: str) -> bytes:
     if not secret.startswith(PREFIX):
-        raise ValueError("HOOK_SECRET must start with whsec_ (then base64 of 24 to 64 bytes)")
+        raise ValueError(f"{setting} must start with whsec_ (then base64 of 24 to 64 bytes)")
     try:
         key = base64.b64decode(secret[len(PREFIX) :], validate=True)
     except (binascii.Error, ValueError):
-        raise ValueError("HOOK_SECRET must be whsec_ followed by base64") from None
+        raise ValueError(f"{setting} must be whsec_ followed by base64") from None
     if not MIN_KEY_BYTES <= len(key) <= MAX_KEY_BYTES:
-        raise ValueError("HOOK_SECRET must hold 24 to 64 bytes (base64 after whsec_)")
+        raise ValueError(f"{setting} must hold 24 to 64 bytes (base64 after whsec_)")
     return key
 
 
 class Signer:
-    """Headers for one request body; ``secret`` None: unsigned (id and timestamp only)."""
+    """Headers for one request body; ``secret`` None: unsigned (id and timestamp only). A malformed
+    secret raises ``ValueError`` naming ``setting``, the variable it came from."""
 
-    def __init__(self, secret: str | None) -> None:
-        self._webhook = Webhook(_key(secret)) if secret else None
+    def __init__(self, secret: str | None, setting: str = "HOOK_SECRET") -> None:
+        self._webhook = Webhook(_key(secret, setting)) if secret else None
 
     @property
     def signs(self) -> bool:

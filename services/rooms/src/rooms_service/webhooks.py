@@ -65,7 +65,7 @@ class Webhooks:
         self._recorder = recorder
         self._url = settings.events_webhook_url or ""
         secret = settings.events_webhook_secret
-        self._signer = Signer(secret.get_secret_value() if secret else None)
+        self._signer = Signer(secret.get_secret_value() if secret else None, "EVENTS_WEBHOOK_SECRET")
         self._types = event_types(settings.events_webhook_types)
         self._batch = settings.events_webhook_batch
         self._timeout = settings.events_webhook_timeout
