@@ -30,6 +30,9 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, object]]:
+        # The first round before serving: a worker of several answers /readyz only once it knows its
+        # upstreams (a launcher's readiness check may have reached another worker).
+        await proxy.probe()
         probe = asyncio.create_task(proxy.probe_forever(), name="upstream-probe")
         try:
             yield {"proxy": proxy}  # uvicorn passes lifespan state to the WebSocket protocol

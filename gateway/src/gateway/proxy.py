@@ -112,8 +112,13 @@ class Proxy:
         routed = {r.upstream for r in self.routes.routes} | {p.name for p in self.http_routes.values()}
         return all(self.pools[name].any_reachable for name in routed)
 
+    async def probe(self) -> None:
+        """Probe every replica of every upstream once (each within the interval, at most 2 s)."""
+        deadline = min(self.settings.upstream_probe_interval, 2.0)
+        await asyncio.gather(*(pool.probe(deadline=deadline) for pool in self.pools.values()))
+
     async def probe_forever(self) -> None:
-        interval = self.settings.upstream_probe_interval
+        """Probe again every UPSTREAM_PROBE_INTERVAL (the first round is the lifespan's)."""
         while True:
-            await asyncio.gather(*(pool.probe(deadline=min(interval, 2.0)) for pool in self.pools.values()))
-            await asyncio.sleep(interval)
+            await asyncio.sleep(self.settings.upstream_probe_interval)
+            await self.probe()

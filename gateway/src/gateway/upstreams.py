@@ -68,6 +68,7 @@ class UpstreamPool:
         self.addresses: list[Address] = [(h, p) for h, p in self.targets if _is_literal(h)]
         self.reachable: set[Address] = set()  # answered its last health probe
         self.down: set[Address] = set()  # failed its last probe or refused the last connection
+        self._unanswered: set[Address] = set()  # reachable, but its last probe got no answer in time
         self._turn = itertools.count()
         self._up = metrics.child(metrics.GATEWAY_REPLICAS_UP, metrics_on, upstream=name)
         self.splices_open = metrics.child(metrics.GATEWAY_SPLICES_OPEN, metrics_on, upstream=name)
@@ -107,10 +108,17 @@ class UpstreamPool:
         self._up.set(len(self.reachable))
 
     async def probe(self, deadline: float) -> None:
-        """Mark each replica reachable when its /healthz answers 200."""
+        """Mark each replica reachable when its /healthz answers 200, unreachable when it answers anything
+        else or refuses the connection, and when it gives no answer within ``deadline`` twice in a row: a
+        reachable replica busy for one probe's deadline (a loaded machine) stays routed and ready."""
         await self.resolve()
         results = await asyncio.gather(*(_healthz_ok(a, deadline) for a in self.addresses))
-        for address, ok in zip(self.addresses, results, strict=True):
+        for address, answer in zip(self.addresses, results, strict=True):
+            if answer is None and address in self.reachable and address not in self._unanswered:
+                self._unanswered.add(address)
+                continue
+            self._unanswered.discard(address)
+            ok = bool(answer)
             if ok and address not in self.reachable:
                 logger.info("upstream %s: %s:%d is reachable", self.name, *address)
             elif not ok and address in self.reachable:
@@ -122,7 +130,8 @@ class UpstreamPool:
         return bool(self.reachable)
 
 
-async def _healthz_ok(address: Address, deadline: float) -> bool:
+async def _healthz_ok(address: Address, deadline: float) -> bool | None:
+    """Whether the replica's /healthz answered 200; None: no answer within ``deadline``."""
     host = "localhost" if address[0].startswith(UNIX) else address[0]
     writer = None
     try:
@@ -131,7 +140,9 @@ async def _healthz_ok(address: Address, deadline: float) -> bool:
             writer.write(f"GET /healthz HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
             status_line = await reader.readline()
             return status_line.split(b" ", 2)[1:2] == [b"200"]
-    except (OSError, TimeoutError, IndexError):
+    except TimeoutError:
+        return None
+    except (OSError, IndexError):
         return False
     finally:
         if writer is not None:
