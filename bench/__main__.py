@@ -8,7 +8,7 @@ everything it started. Every run is bounded in time and in connection count.
 import importlib
 import sys
 
-SUITES = ["echo", "stats", "rooms", "faults", "hostile", "api", "joins", "events", "hooks"]
+SUITES = ["echo", "stats", "rooms", "faults", "hostile", "api", "joins", "big_rooms", "events", "hooks"]
 
 
 def main(argv: list[str]) -> int:

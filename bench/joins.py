@@ -1,10 +1,12 @@
 """``python -m bench joins``: how fast members can join, into one big room and into rooms of 10.
 
-The default stack of ``make run`` (one rooms replica, the gateway, a real nats-server; BENCH_JOINS_SCALE
-for others, e.g. ``rooms=2``), JSON members opened through the gateway by one load generator process
-(bench/joins_load.py) as fast as 20 or 200 joins in flight allow: joins/s over the whole run, refusals
-(by close code), and each member's time from its TCP connect to its ``welcome`` (p50/p99). Every member
-of a row stays until the row ends. Bounded: each load run has a deadline; every process is stopped.
+The stack ``make run`` starts (one rooms replica, the gateway with GATEWAY_WORKERS=auto reaching it over a
+Unix socket, a real nats-server; BENCH_JOINS_SCALE for others, e.g. ``rooms=2``; BENCH_JOINS_STACK=tests
+for the tests' stack: one gateway process, TCP upstreams), JSON members opened through the gateway by one
+load generator process (bench/joins_load.py) as fast as 20 or 200 joins in flight allow: joins/s over the
+whole run, refusals (by close code), and each member's time from its TCP connect to its ``welcome``
+(p50/p99). Every member of a row stays until the row ends. Bounded: each load run has a deadline; every
+process is stopped.
 
     .venv/bin/python -m bench joins
     BENCH_JOINS_MEMBERS=5000 BENCH_JOINS_SCALE=rooms=2 .venv/bin/python -m bench joins
@@ -20,6 +22,7 @@ from devstack.stack import Stack, StackConfig
 
 MEMBERS = int(os.environ.get("BENCH_JOINS_MEMBERS", "3000"))
 SCALE = os.environ.get("BENCH_JOINS_SCALE", "")
+STACK = os.environ.get("BENCH_JOINS_STACK", "make run")  # or "tests"
 IN_FLIGHT = [int(n) for n in os.environ.get("BENCH_JOINS_IN_FLIGHT", "200,20").split(",")]
 WHERE = [
     w
@@ -43,7 +46,8 @@ def main() -> None:
     env = {"LOG_LEVEL": "warning", "ACCESS_LOG": "false", "MAX_CONNECTIONS_PER_ADDRESS": "100000"}
     env |= dict(e.split("=", 1) for e in os.environ.get("BENCH_JOINS_ENV", "").split() if "=" in e)
     rows: list[tuple[str, dict]] = []
-    with Stack(StackConfig.for_tests(SCALE, **env)) as stack:
+    config = StackConfig.for_tests if STACK == "tests" else StackConfig.like_make_run
+    with Stack(config(SCALE, **env)) as stack:
         for n, in_flight in enumerate(IN_FLIGHT):
             for where, size in WHERE:
                 name = f"{where}, {in_flight} in flight"
@@ -51,7 +55,8 @@ def main() -> None:
                 room = f"big{n}" if size == MEMBERS else f"small{n}-{{room}}"
                 rows.append((name, run_load(f"{stack.gateway_url}/ws/{room}", in_flight, size)))
     print(
-        f"{MEMBERS} JSON members per row through the gateway ({SCALE or 'one rooms replica'}), opened as "
+        f"{MEMBERS} JSON members per row through the gateway ({SCALE or 'one rooms replica'}; the stack "
+        f"{'of the tests' if STACK == 'tests' else 'make run starts'}), opened as "
         "fast as the joins in flight allow; loopback, load generator in its own process, a shared 2-core "
         "machine.\n"
     )

@@ -118,8 +118,15 @@ async def keep(member: Member, url: str, gate: asyncio.Semaphore) -> None:
             await asyncio.sleep(backoff.next())
 
 
-async def storm(stack: Stack, members: int, room_size: int, key: str) -> dict[str, object]:
-    rooms = [f"storm{room_size}-{i // room_size}" for i in range(members)]
+def layout(groups: list[tuple[int, int]]) -> list[str]:
+    """Each member's room: ``groups`` are (members, room size) pairs, e.g. [(5000, 5000), (5000, 10)] for
+    one room of 5 000 and 500 rooms of 10."""
+    return [f"storm{g}x{size}-{i // size}" for g, (count, size) in enumerate(groups) for i in range(count)]
+
+
+async def storm(stack: Stack, groups: list[tuple[int, int]], key: str) -> dict[str, object]:
+    rooms = layout(groups)
+    members = len(rooms)
     crowd = [Member(room) for room in rooms]
     gate = asyncio.Semaphore(IN_FLIGHT)
     tasks = [asyncio.create_task(keep(m, stack.gateway_url, gate)) for m in crowd]
