@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from realtime.bus import StreamSpec, create_bus
+from realtime.bus import Bus, StreamSpec, create_bus
 from realtime.testing import free_port
 
 DEADLINE = 30.0
@@ -83,13 +83,19 @@ async def retried(action, what: str):  # type: ignore[no-untyped-def]
             await asyncio.sleep(0.2)
 
 
-async def test_losing_one_node_of_three_loses_no_stored_message(cluster: Cluster) -> None:
+async def stream_on(cluster: Cluster) -> Bus:
+    """A bus connected to the cluster, its stream (R3) created once the cluster has a leader."""
     bus = create_bus(cluster.url, name="test", connect_timeout=1.0, reconnect_wait=0.1)
     await bus.connect()
     async with asyncio.timeout(DEADLINE):
         while not bus.ready:
             await asyncio.sleep(0.05)
     await retried(lambda: bus.ensure_stream(SPEC), "stream on the cluster")
+    return bus
+
+
+async def test_losing_one_node_of_three_loses_no_stored_message(cluster: Cluster) -> None:
+    bus = await stream_on(cluster)
     seqs = []
     for i in range(5):
         seqs.append((await retried(lambda i=i: bus.store("C", "c.msg.r", b"%d" % i, f"r/{i}"), "store")).seq)
@@ -112,13 +118,8 @@ async def test_a_hung_server_is_left_within_10_s_and_the_store_retried_there_is_
     """SIGSTOP of the node this client is on (its socket stays open, nothing answers): the default pings
     (NATS_PING_INTERVAL 2 s, 2 outstanding) move it to another node within 10 s; a store retried there
     with the same id is stored once, also when sent again after the node is back."""
-    bus = create_bus(cluster.url, name="test", connect_timeout=1.0, reconnect_wait=0.1)
-    await bus.connect()
+    bus = await stream_on(cluster)
     try:
-        async with asyncio.timeout(DEADLINE):
-            while not bus.ready:
-                await asyncio.sleep(0.05)
-        await retried(lambda: bus.ensure_stream(SPEC), "stream on the cluster")
         await retried(lambda: bus.store("C", "c.msg.h", b"before", "h/0"), "store")
         nc = bus._nc  # type: ignore[attr-defined]
         hung = nc.connected_url.port
@@ -151,13 +152,8 @@ async def test_reads_right_after_the_old_leader_wakes_up_miss_nothing_acknowledg
     """The stream's leader hangs (SIGSTOP), another is elected and acknowledges stores, then the old one
     wakes up: for a moment it still answers reads from its stale store. A read then (a joining member's
     backlog) reaches every acknowledged message, as long as it answers at all. Twice, the leader each time."""
-    bus = create_bus(cluster.url, name="test", connect_timeout=1.0, reconnect_wait=0.1)
-    await bus.connect()
+    bus = await stream_on(cluster)
     try:
-        async with asyncio.timeout(DEADLINE):
-            while not bus.ready:
-                await asyncio.sleep(0.05)
-        await retried(lambda: bus.ensure_stream(SPEC), "stream on the cluster")
         newest = 0
         for round_ in range(2):
             info = await retried(lambda: bus.jetstream().stream_info("C"), "stream info")

@@ -55,16 +55,22 @@ async def running(shared: SharedThrottle) -> AsyncIterator[None]:
             await task
 
 
+async def two_replicas() -> tuple[
+    MemoryBus, tuple[PasswordGuard, SharedThrottle], tuple[PasswordGuard, SharedThrottle]
+]:
+    """A connected bus and two replicas' guards on it, neither running yet."""
+    bus = MemoryBus()
+    await bus.connect()
+    return bus, replica(bus, "rooms-1"), replica(bus, "rooms-2")
+
+
 async def settle() -> None:
     for _ in range(20):  # the resend tasks and the subscriptions' deliveries
         await asyncio.sleep(0)
 
 
 async def test_failures_lost_on_the_bus_are_resent_on_reconnect_and_count_once() -> None:
-    bus = MemoryBus()
-    await bus.connect()
-    one, shared_one = replica(bus, "rooms-1")
-    two, shared_two = replica(bus, "rooms-2")
+    bus, (one, shared_one), (two, shared_two) = await two_replicas()
     async with running(shared_one):
         for _ in range(3):  # rooms-2 hears none of these (as if its server hung meanwhile)
             assert await one.check("VIP", KEY[0], "wrong") == Verdict.WRONG
@@ -90,10 +96,7 @@ async def test_failures_lost_on_the_bus_are_resent_on_reconnect_and_count_once()
 
 
 async def test_a_success_clears_the_resend() -> None:
-    bus = MemoryBus()
-    await bus.connect()
-    one, shared_one = replica(bus, "rooms-1")
-    two, shared_two = replica(bus, "rooms-2")
+    bus, (one, shared_one), (two, shared_two) = await two_replicas()
     async with running(shared_one):
         assert await one.check("VIP", KEY[0], "wrong") == Verdict.WRONG
         assert await one.check("VIP", KEY[0], "secret123") == Verdict.ALLOWED
